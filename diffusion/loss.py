@@ -1,0 +1,75 @@
+"""MaskDiT objective: EDM denoising loss on visible tokens + MAE reconstruction on masked tokens.
+
+Loss is a small callable (net, images, labels, strategy, mask_ratio) -> per-sample terms; the trainer
+averages and back-propagates. The noise-level strategy decides σ and the x0-space weight λ(σ).
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from models.masking import TokenMask, num_visible_tokens, patchify, random_mask
+
+
+@dataclass
+class LossTerms:
+    """Per-sample terms, each (N,) float32. `total` is what is optimised."""
+
+    total: torch.Tensor
+    denoise: torch.Tensor  # weighted DSM over visible tokens
+    mae: torch.Tensor  # unweighted MAE over masked tokens (zeros when nothing is masked)
+    sigma: torch.Tensor  # the σ each sample was trained at
+    raw_denoise: torch.Tensor  # unweighted ||D - y||² over visible tokens: what strategies learn from
+
+
+def token_mean(per_token: torch.Tensor, token_weight: torch.Tensor) -> torch.Tensor:
+    """(N, L) values, (N, L) 0/1 weights -> (N,) mean over the selected tokens."""
+    return (per_token * token_weight).sum(1) / token_weight.sum(1).clamp_min(1)
+
+
+def per_token_sq_error(pred: torch.Tensor, target: torch.Tensor, patch: int) -> torch.Tensor:
+    """(N, C, H, W) pair -> (N, L) squared error averaged over channels and pixels of each patch."""
+    return patchify((pred - target).square(), patch).mean(-1)
+
+
+def mae_per_token(denoised: torch.Tensor, noisy: torch.Tensor, patch: int) -> torch.Tensor:
+    """MAE auxiliary term (MaskDiT Eq. 4): predict the per-patch-normalised noisy input. -> (N, L)."""
+    target = patchify(noisy, patch)  # (N, L, p*p*C)
+    mean = target.mean(-1, keepdim=True)
+    var = target.var(-1, keepdim=True)  # unbiased, as MAE's norm_pix_loss
+    target = (target - mean) / (var + 1e-6).sqrt()
+    return (patchify(denoised, patch) - target).square().mean(-1)  # (N, L)
+
+
+class MaskDiTLoss:
+    """EDM DSM + MAE. With mask_ratio 0 (finetune, DiT baseline) it is the plain EDM loss over all tokens."""
+
+    def __init__(self, patch_size: int, num_tokens: int, mae_weight: float = 0.1):
+        self.patch_size = patch_size
+        self.num_tokens = num_tokens
+        self.mae_weight = mae_weight
+
+    def __call__(self, net, images: torch.Tensor, labels: torch.Tensor | None, strategy,
+                 mask_ratio: float) -> LossTerms:
+        n = images.shape[0]
+        y = images.float()  # (N, C, H, W) clean data
+        sigma = strategy.sample_sigma(n, y.device)  # (N,)
+        weight = strategy.loss_weight(sigma)  # (N,) x0-space λ(σ)
+        noisy = y + torch.randn_like(y) * sigma[:, None, None, None]  # (N, C, H, W)
+        mask = self.make_mask(n, mask_ratio, y.device)
+        denoised = net(noisy, sigma, labels, mask)  # (N, C, H, W) float32
+        err = per_token_sq_error(denoised, y, self.patch_size)  # (N, L)
+        visible = torch.ones_like(err) if mask is None else 1 - mask.mask  # (N, L)
+        # MaskDiT Eq. 3: λ(σ)·||D - y||², averaged over the visible tokens only.
+        raw = token_mean(err, visible)  # (N,)
+        denoise = weight * raw
+        mae = torch.zeros_like(denoise)
+        if mask is not None and self.mae_weight > 0:
+            mae = token_mean(mae_per_token(denoised, noisy, self.patch_size), mask.mask)  # (N,)
+        return LossTerms(total=denoise + self.mae_weight * mae, denoise=denoise, mae=mae, sigma=sigma,
+                         raw_denoise=raw.detach())
+
+    def make_mask(self, batch: int, mask_ratio: float, device) -> TokenMask | None:
+        if num_visible_tokens(self.num_tokens, mask_ratio) == self.num_tokens:
+            return None
+        return random_mask(batch, self.num_tokens, mask_ratio, device)

@@ -1,0 +1,43 @@
+"""The noise-level strategy interface. Everything is expressed in EDM σ; weights are x0-space λ(σ)."""
+
+from abc import ABC, abstractmethod
+
+import torch
+
+
+class NoiseLevelStrategy(ABC):
+    """Draws per-sample σ, gives per-sample x0-space loss weights, and may learn from observed losses.
+
+    The trainer calls, per step: `sample_sigma` (through the loss), `loss_weight`, and — only when
+    `learns_from_losses` — `update` with (σ, unweighted loss) gathered from every process, so the state is
+    identical on all ranks. State goes into checkpoints via `state_dict` / `load_state_dict`.
+    """
+
+    name = "base"
+    learns_from_losses = False
+
+    @abstractmethod
+    def sample_sigma(self, batch: int, device) -> torch.Tensor:
+        """(batch,) float32 noise levels."""
+
+    @abstractmethod
+    def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
+        """(N,) σ -> (N,) x0-space weights."""
+
+    def update(self, sigma: torch.Tensor, raw_loss: torch.Tensor) -> None:
+        """Learn from σ (M,) and the unweighted per-sample loss (M,) of the whole global batch."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def report(self) -> dict:
+        """Scalars worth logging (kept small: one dict per log line)."""
+        return {}
+
+
+def edm_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
+    """EDM loss weight λ(σ) = (σ² + σ_d²) / (σ·σ_d)² (Karras et al. 2022, Eq. 8 / Table 1)."""
+    return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2

@@ -1,0 +1,34 @@
+"""EDM preconditioning (Karras et al. 2022, Table 1): D(x; σ) = c_skip(σ) x + c_out(σ) F(c_in(σ) x; c_noise(σ))."""
+
+import torch
+from torch import nn
+
+from models.masking import TokenMask
+
+
+class EDMPrecond(nn.Module):
+    """Owns σ, the EDM scalings and dtype casts; the backbone only sees c_in·x and c_noise."""
+
+    def __init__(self, backbone: nn.Module, sigma_data: float = 0.5):
+        super().__init__()
+        self.backbone = backbone
+        self.sigma_data = sigma_data
+
+    def scalings(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """σ (N,) float32 -> c_skip, c_out, c_in, c_noise, each (N,)."""
+        sd = self.sigma_data
+        # EDM Table 1 / MaskDiT §3: c_skip = σd²/(σ²+σd²), c_out = σσd/√(σ²+σd²), c_in = 1/√(σ²+σd²), c_noise = ln(σ)/4.
+        c_skip = sd**2 / (sigma**2 + sd**2)
+        c_out = sigma * sd / (sigma**2 + sd**2).sqrt()
+        c_in = 1 / (sigma**2 + sd**2).sqrt()
+        c_noise = sigma.log() / 4
+        return c_skip, c_out, c_in, c_noise
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None,
+                mask: TokenMask | None = None) -> torch.Tensor:
+        """x (N, C, H, W) noisy input, σ (N,) or scalar -> denoised D (N, C, H, W) in float32."""
+        x = x.float()
+        sigma = sigma.float().reshape(-1).expand(x.shape[0])  # (N,)
+        c_skip, c_out, c_in, c_noise = (s[:, None, None, None] for s in self.scalings(sigma))  # (N, 1, 1, 1)
+        f = self.backbone(c_in * x, c_noise.flatten(), labels, mask)  # (N, C, H, W)
+        return c_skip * x + c_out * f.float()

@@ -1,0 +1,58 @@
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+torch.set_num_threads(2)
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """uint8 array -> gzipped IDX file (magic 0x0008, ndim, big-endian dims)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="session")
+def tiny_fmnist(tmp_path_factory) -> Path:
+    """A 96-image Fashion-MNIST-format directory: class k is a bright square at a class-specific place."""
+    root = tmp_path_factory.mktemp("fmnist")
+    rng = np.random.default_rng(0)
+    labels = np.arange(96) % 10
+    images = rng.integers(0, 40, size=(96, 28, 28))
+    for i, k in enumerate(labels):
+        images[i, 2 * k:2 * k + 8, 4:12] = 255
+    write_idx(root / "train-images-idx3-ubyte.gz", images)
+    write_idx(root / "train-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+TINY_OVERRIDES = [
+    "model.depth=2", "model.width=32", "model.heads=2", "model.patch_size=4",
+    "model.decoder_depth=1", "model.decoder_width=32", "model.decoder_heads=2",
+    "train.batch_size=16", "train.total_kimg=0.128", "train.log_kimg=0.032", "train.checkpoint_kimg=0.064",
+    "train.snapshot_kimg=0.064", "train.sample_kimg=0.128", "grid.num_images=10", "grid.num_steps=3",
+    "optim.warmup_kimg=0.05",
+]
+
+
+def run_cli(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2")
+    proc = subprocess.run([sys.executable, str(REPO / script), *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def train_tiny(run_dir: Path, data_dir: Path, *extra: str, config: str = "configs/train/fashion-mnist.yaml",
+               check: bool = True) -> subprocess.CompletedProcess:
+    return run_cli("train.py", "--config", config, f"run_dir={run_dir}", f"data.path={data_dir}",
+                   *TINY_OVERRIDES, *extra, check=check)

@@ -1,0 +1,118 @@
+import pytest
+import torch
+
+from models.build import backbone_spec, build_network, count_parameters
+from models.masking import random_mask
+from training.config import ModelConfig
+
+TINY = ModelConfig(arch="S", patch_size=4, depth=2, width=32, heads=2, resolution=16, in_channels=3,
+                   num_classes=5, decoder_depth=1, decoder_width=24, decoder_heads=2)
+
+
+def randomize(net):
+    """adaLN-Zero makes a fresh net output zeros; perturb so outputs depend on inputs."""
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return net
+
+
+def test_encoder_sees_only_visible_tokens():
+    net = randomize(build_network(TINY)).train()
+    seen = []
+    net.backbone.blocks[0].register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
+    net.backbone.decoder_blocks[0].register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
+    x = torch.randn(3, 3, 16, 16)
+    mask = random_mask(3, 16, 0.5, "cpu")
+    out = net(x, torch.ones(3), torch.tensor([0, 1, 2]), mask)
+    assert out.shape == x.shape
+    assert seen[0] == (3, 8, 32)  # encoder: 8 of 16 tokens
+    assert seen[1] == (3, 16, 24)  # decoder: all tokens at decoder width
+
+
+def test_eval_mode_uses_all_tokens_and_is_deterministic():
+    net = randomize(build_network(TINY)).eval()
+    seen = []
+    net.backbone.blocks[0].register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
+    x = torch.randn(2, 3, 16, 16)
+    a = net(x, torch.tensor([0.5, 2.0]), torch.tensor([1, 4]))
+    b = net(x, torch.tensor([0.5, 2.0]), torch.tensor([1, 4]))
+    assert seen[0] == (2, 16, 32)
+    assert torch.equal(a, b)  # no label dropout in eval
+
+
+def test_masked_output_does_not_depend_on_removed_tokens():
+    net = randomize(build_network(TINY)).eval()
+    x = torch.randn(1, 3, 16, 16)
+    mask = random_mask(1, 16, 0.5, "cpu")
+    # Change the pixels of one removed patch: the backbone output must not change at all.
+    removed = int(torch.nonzero(mask.mask[0]).flatten()[0])
+    r, c = divmod(removed, 4)
+    x2 = x.clone()
+    x2[..., r * 4:(r + 1) * 4, c * 4:(c + 1) * 4] += 5.0
+    s, y = torch.ones(1), torch.tensor([2])
+    f1 = net.backbone(x, s.log() / 4, y, mask)
+    f2 = net.backbone(x2, s.log() / 4, y, mask)
+    assert torch.allclose(f1, f2, atol=1e-6)
+
+
+def test_label_dropout_uses_null_label_in_training_only():
+    net = build_network(TINY)
+    emb = net.backbone.label_embed
+    emb.dropout = 1.0
+    labels = torch.tensor([0, 1, 2])
+    emb.train()
+    assert torch.equal(emb(labels), emb.table.weight[[5, 5, 5]])
+    emb.eval()
+    assert torch.equal(emb(labels), emb.table.weight[[0, 1, 2]])
+
+
+def test_unconditional_and_dit_baseline():
+    uncond = build_network(ModelConfig(**{**TINY.__dict__, "num_classes": 0}))
+    assert uncond.backbone.label_embed is None
+    assert uncond(torch.randn(2, 3, 16, 16), torch.ones(2), None).shape == (2, 3, 16, 16)
+    dit = build_network(ModelConfig(**{**TINY.__dict__, "use_decoder": False}))
+    assert not hasattr(dit.backbone, "decoder_blocks")
+    with pytest.raises(ValueError, match="decoder"):
+        dit(torch.randn(2, 3, 16, 16), torch.ones(2), torch.tensor([0, 1]), random_mask(2, 16, 0.5, "cpu"))
+
+
+def test_adaln_zero_init_outputs_zero_residual():
+    """Zero-initialised final layer: F = 0 at init, so D = c_skip·x."""
+    net = build_network(TINY)
+    x, sigma = torch.randn(2, 3, 16, 16), torch.tensor([0.3, 3.0])
+    c_skip = 0.25 / (sigma**2 + 0.25)
+    assert torch.allclose(net(x, sigma, torch.tensor([0, 1])), c_skip[:, None, None, None] * x)
+
+
+@pytest.mark.parametrize("use_decoder,expected_m", [(True, 730.5), (False, 675.1)])
+def test_xl2_parameter_counts_match_reference(use_decoder, expected_m):
+    """REFERENCE.md §1: MaskDiT-XL/2 (8x512 decoder) 730.5 M, DiT-XL/2 675.1 M at 32x32x4, 1000 classes."""
+    cfg = ModelConfig(arch="XL", patch_size=2, resolution=32, in_channels=4, num_classes=1000,
+                      use_decoder=use_decoder)
+    with torch.device("meta"):
+        net = build_network(cfg)
+    assert round(count_parameters(net) / 1e6, 1) == expected_m
+
+
+def test_arch_presets():
+    for arch, (depth, width, heads) in {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16),
+                                        "XL": (28, 1152, 16)}.items():
+        spec = backbone_spec(ModelConfig(arch=arch))
+        assert (spec.depth, spec.width, spec.heads) == (depth, width, heads)
+    assert backbone_spec(ModelConfig(arch="S", depth=3)).depth == 3
+    with pytest.raises(ValueError, match="model.arch"):
+        backbone_spec(ModelConfig(arch="XXL"))
+
+
+def test_sincos_pos_embed_is_fixed_and_mae_style():
+    from models.embeddings import sincos_2d
+
+    table = sincos_2d(8, 2)  # (4, 8)
+    # token (row 0, col 1): first half encodes the column (w), second half the row (h), each [sin | cos].
+    omega = 1.0 / 10000 ** (torch.arange(2, dtype=torch.float64) / 2)
+    expected = torch.cat([torch.sin(1 * omega), torch.cos(1 * omega), torch.sin(0 * omega), torch.cos(0 * omega)])
+    assert torch.allclose(table[1].double(), expected, atol=1e-6)
+    net = build_network(TINY)
+    assert "backbone.pos_embed" not in net.state_dict()
+    assert all(not name.endswith("pos_embed") for name, _ in net.named_parameters())

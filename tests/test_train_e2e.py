@@ -1,0 +1,87 @@
+"""End-to-end: the real train.py on a tiny model and a tiny Fashion-MNIST-format directory."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import train_tiny
+
+
+def load_state(ckpt_dir):
+    state = torch.load(ckpt_dir / "training_state.pt", weights_only=False)
+    ema = torch.load(ckpt_dir / "ema.pt", weights_only=False)
+    return state, ema
+
+
+def newest_checkpoint(run_dir):
+    return sorted((run_dir / "checkpoints").iterdir())[-1]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, tiny_fmnist):
+    run_dir = tmp_path_factory.mktemp("full")
+    train_tiny(run_dir, tiny_fmnist, "train.keep_checkpoints=1")
+    return run_dir
+
+
+def test_run_writes_checkpoint_grid_logs_and_prunes(full_run):
+    ckpts = sorted(p.name for p in (full_run / "checkpoints").iterdir())
+    assert ckpts == ["000000008"]  # 8 steps of 16; checkpoints at 4 and 8, keep_checkpoints=1
+    assert (full_run / "config.yaml").read_text().count("total_kimg: 0.128") == 1
+    assert list((full_run / "samples").glob("grid-*.png"))
+    assert len(list((full_run / "snapshots").glob("ema-*.pt"))) == 2
+    stats = [json.loads(line) for line in (full_run / "stats.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in stats] == [2, 4, 6, 8] and all(s["loss"] > 0 for s in stats)
+    assert list((full_run / "tensorboard").iterdir())
+    state, ema = load_state(full_run / "checkpoints" / "000000008")
+    assert state["cur_nimg"] == 128 and state["data"]["position"] == 128 and ema["kimg"] == 0.128
+
+
+def test_interrupted_and_rerun_matches_uninterrupted(full_run, tmp_path, tiny_fmnist):
+    run_dir = tmp_path / "resumed"
+    train_tiny(run_dir, tiny_fmnist, "train.keep_checkpoints=1", "--stop-after-kimg", "0.064")
+    assert newest_checkpoint(run_dir).name == "000000004"
+    proc = train_tiny(run_dir, tiny_fmnist, "train.keep_checkpoints=1")
+    assert "resuming from" in proc.stdout
+    a_state, a_ema = load_state(full_run / "checkpoints" / "000000008")
+    b_state, b_ema = load_state(newest_checkpoint(run_dir))
+    for key in a_state["net"]:
+        assert torch.equal(a_state["net"][key], b_state["net"][key]), key
+    for key in a_ema["ema"]:
+        assert torch.equal(a_ema["ema"][key], b_ema["ema"][key]), key
+    a_opt, b_opt = a_state["optimizer"]["state"], b_state["optimizer"]["state"]
+    assert all(torch.equal(a_opt[k]["exp_avg_sq"], b_opt[k]["exp_avg_sq"]) for k in a_opt)
+
+
+def test_finetune_loads_weights_and_resets_optimizer(full_run, tmp_path, tiny_fmnist):
+    source = full_run / "checkpoints" / "000000008"
+    run_dir = tmp_path / "ft"
+    proc = train_tiny(run_dir, tiny_fmnist, "optim.lr=0", "train.total_kimg=0.032",
+                      config="configs/finetune/fashion-mnist.yaml", *["--init-from", str(source)])
+    assert "initialised with weights + EMA from checkpoint" in proc.stdout
+    src_state, _ = load_state(source)
+    ft_state, _ = load_state(newest_checkpoint(run_dir))
+    assert ft_state["step"] == 2 and ft_state["cur_nimg"] == 32
+    for key in src_state["net"]:  # lr 0: weights are exactly the loaded ones
+        assert torch.equal(src_state["net"][key], ft_state["net"][key]), key
+    steps = {int(s["step"]) for s in ft_state["optimizer"]["state"].values()}
+    assert steps == {2}  # fresh optimizer: 2 steps, not 8 + 2
+    assert ft_state["config"]["mask"]["ratio"] == 0.0
+
+
+def test_misspelled_key_fails_with_one_line(tmp_path, tiny_fmnist):
+    proc = train_tiny(tmp_path / "bad", tiny_fmnist, "train.totl_kimg=1", check=False)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: command line: bad key 'train.totl_kimg': Key 'totl_kimg' not in "
+                               "'TrainConfig'. Did you mean") and "'total_kimg'" in lines[0]
+    assert not (tmp_path / "bad").exists()
+
+
+def test_shape_mismatch_fails_before_training(tmp_path, tiny_fmnist):
+    proc = train_tiny(tmp_path / "shape", tiny_fmnist, "model.in_channels=3", check=False)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "sample shape (1, 32, 32) does not match the model" in lines[0]

@@ -1,0 +1,184 @@
+"""Typed config schema and the YAML layering: schema defaults ← base file(s) ← experiment file ← CLI dotlist.
+
+An experiment file may name its parent with `base: <path relative to the file>`; the chain is merged root
+first. Any key not in the schema is an error that names the key and the file it came from.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "XL"  # S | B | L | XL: depth/width/heads preset (DiT Table 1)
+    patch_size: int = 2
+    depth: int | None = None  # overrides the preset when set
+    width: int | None = None
+    heads: int | None = None
+    resolution: int = 32  # input side (pixels, or latent side for latent data)
+    in_channels: int = 4
+    num_classes: int = 1000  # 0 = unconditional
+    label_dropout: float = 0.1
+    use_decoder: bool = True  # false = DiT baseline
+    decoder_depth: int = 8
+    decoder_width: int = 512
+    decoder_heads: int = 16
+    mlp_ratio: float = 4.0
+    sigma_data: float = 0.5
+    grad_checkpointing: bool = False
+
+
+@dataclass
+class DataConfig:
+    source: str = "fashion_mnist"
+    path: str | None = None  # directory / file of the source; None = the source's default location
+    xflip: bool = False  # random horizontal flips
+
+
+@dataclass
+class MaskConfig:
+    ratio: float = 0.5  # fraction of tokens removed before the encoder
+    schedule: str = "constant"  # constant | linear | cosine (from ratio to ratio_end over total_kimg)
+    ratio_end: float = 0.5
+    mae_weight: float = 0.1
+
+
+@dataclass
+class StrategyConfig:
+    name: str = "edm"
+    params: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the strategy
+
+
+@dataclass
+class DiffusionConfig:
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_kimg: float = 0.0  # linear lr warmup
+    grad_clip: float = 0.0  # max grad norm; 0 = off
+
+
+@dataclass
+class TrainConfig:
+    total_kimg: float = 2_048_000.0
+    batch_size: int = 1024  # global, over all processes and accumulation rounds
+    batch_gpu: int | None = None  # per-process micro-batch; None = batch_size / num_processes
+    mixed_precision: str = "bf16"  # no | fp16 | bf16
+    tf32: bool = True
+    compile: bool = False
+    ema_decay: float | None = 0.9999  # per optimizer step; or set ema_halflife_kimg instead
+    ema_halflife_kimg: float | None = None
+    ema_rampup_ratio: float | None = None  # EDM: half-life ≤ ratio × images seen
+    seed: int = 0
+    log_kimg: float = 10.0
+    checkpoint_kimg: float = 1000.0
+    snapshot_kimg: float = 1000.0
+    sample_kimg: float = 1000.0
+    keep_checkpoints: int = 2
+    keep_snapshots: int = 5
+
+
+@dataclass
+class GridConfig:
+    """Sample grid written every sample_kimg (EMA weights, fixed seeds)."""
+
+    num_images: int = 64
+    num_steps: int = 18
+    cfg_scale: float = 1.0
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    run_dir: str | None = None  # default: results/<name>
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+
+
+class ConfigError(ValueError):
+    """One-line error naming the file/key at fault."""
+
+
+def _file_chain(path: Path) -> list[tuple[Path, DictConfig]]:
+    """[(root file, its yaml), ..., (path, its yaml)] following `base:` links."""
+    chain, seen = [], set()
+    while path is not None:
+        path = path.resolve()
+        if path in seen:
+            raise ConfigError(f"{path}: circular `base:` chain")
+        seen.add(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            node = OmegaConf.load(path)
+        except Exception as err:  # yaml syntax errors come in several types
+            raise ConfigError(f"{path}: cannot parse YAML ({str(err).splitlines()[0]})") from None
+        base = node.pop("base", None)
+        chain.append((path, node))
+        path = (path.parent / base) if base else None
+    return chain[::-1]
+
+
+def _merge(cfg: DictConfig, layer: DictConfig, origin: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(cfg, layer)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        raise ConfigError(f"{origin}: bad key {key!r}: {str(err).splitlines()[0]}") from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Layer schema ← files ← `key=value` overrides and validate; returns a typed Config object."""
+    cfg = OmegaConf.structured(Config)
+    if path is not None:
+        for file, node in _file_chain(Path(path)):
+            cfg = _merge(cfg, node, str(file))
+    if overrides:
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise ConfigError(f"command line: override {bad[0]!r} is not key=value")
+        cfg = _merge(cfg, OmegaConf.from_dotlist(list(overrides)), "command line")
+    config = OmegaConf.to_object(cfg)
+    validate(config)
+    return config
+
+
+def validate(cfg: Config) -> None:
+    """Cross-key checks that the schema types cannot express."""
+    t = cfg.train
+    if t.mixed_precision not in ("no", "fp16", "bf16"):
+        raise ConfigError(f"train.mixed_precision: {t.mixed_precision!r} is not one of no | fp16 | bf16")
+    if (t.ema_decay is None) == (t.ema_halflife_kimg is None):
+        raise ConfigError("train: set exactly one of ema_decay and ema_halflife_kimg (the other to null)")
+    if t.batch_size <= 0 or (t.batch_gpu is not None and t.batch_gpu <= 0):
+        raise ConfigError("train.batch_size and train.batch_gpu must be positive")
+    if cfg.mask.schedule not in ("constant", "linear", "cosine"):
+        raise ConfigError(f"mask.schedule: {cfg.mask.schedule!r} is not one of constant | linear | cosine")
+    for key in ("ratio", "ratio_end"):
+        if not 0 <= getattr(cfg.mask, key) < 1:
+            raise ConfigError(f"mask.{key}: must be in [0, 1)")
+    if (cfg.mask.ratio > 0 or cfg.mask.ratio_end > 0 and cfg.mask.schedule != "constant") and not cfg.model.use_decoder:
+        raise ConfigError("mask.ratio > 0 needs model.use_decoder: true (the DiT baseline trains unmasked)")
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_dict(cfg: Config) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg))

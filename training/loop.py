@@ -1,0 +1,290 @@
+"""The training loop: masked pretraining and unmasking finetune are the same loop with different configs.
+
+Progress is counted in images. Re-running the same command resumes from the newest checkpoint in the run
+directory; `init_from` starts a fresh run from another run's weights and EMA (finetune).
+"""
+
+import contextlib
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from tqdm import tqdm
+
+from dataio.image_io import grid_image, save_png_atomic, to_uint8
+from dataio.sources import build_source, check_matches_model
+from dataio.stream import InMemoryBatches, ShuffledIndexStream
+from diffusion.loss import MaskDiTLoss
+from diffusion.mask_schedule import mask_ratio_at
+from diffusion.samplers import edm_sample, guided_denoiser
+from diffusion.strategies import build_strategy
+from models.build import build_network, count_parameters
+from models.snapshot import SNAPSHOT_FORMAT
+from training import checkpoint as ckpt
+from training.config import Config, ConfigError, to_dict, to_yaml
+from training.ema import EMA, ema_beta
+from training.run_log import RunLog
+
+
+@dataclass
+class Progress:
+    cur_nimg: int = 0
+    step: int = 0
+
+
+def batch_layout(batch_size: int, batch_gpu: int | None, num_processes: int) -> tuple[int, int]:
+    """-> (per-process micro-batch, accumulation rounds) that keep the global batch exact."""
+    per_process, rem = divmod(batch_size, num_processes)
+    if rem:
+        raise ConfigError(f"train.batch_size {batch_size} is not divisible by {num_processes} processes")
+    batch_gpu = batch_gpu or per_process
+    rounds, rem = divmod(per_process, batch_gpu)
+    if rem:
+        raise ConfigError(f"train.batch_gpu {batch_gpu} does not divide the per-process batch {per_process}")
+    return batch_gpu, rounds
+
+
+def crossed(prev_nimg: int, cur_nimg: int, every_kimg: float) -> bool:
+    """True when progress passed a multiple of every_kimg during the last step."""
+    every = int(every_kimg * 1000)
+    return every > 0 and cur_nimg // every > prev_nimg // every
+
+
+# ----------------------------------------------------------------------------
+# Set-up.
+
+
+def make_accelerator(cfg: Config, run_dir: Path) -> Accelerator:
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, log_with="tensorboard",
+                              project_dir=str(run_dir))
+    if accelerator.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = cfg.train.tf32
+        torch.backends.cudnn.allow_tf32 = cfg.train.tf32
+    return accelerator
+
+
+def make_optimizer(net: torch.nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
+    o = cfg.optim
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(net.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                             weight_decay=o.weight_decay, fused=fused)
+
+
+def snapshot_dict(ema: EMA, cfg: Config, cur_nimg: int) -> dict:
+    return {"format": SNAPSHOT_FORMAT, "model": asdict(cfg.model), "ema": ema.state_dict(),
+            "data": {"source": cfg.data.source, "space": "pixel"}, "config": to_dict(cfg),
+            "kimg": cur_nimg / 1000}
+
+
+def restore(run_state: dict, snapshot: dict, net, ema: EMA, optimizer, strategy, stream, accelerator,
+            progress: Progress) -> None:
+    """Load everything a checkpoint holds into freshly built objects (before accelerator.prepare)."""
+    net.load_state_dict(run_state["net"])
+    ema.load_state_dict(snapshot["ema"])
+    optimizer.load_state_dict(run_state["optimizer"])
+    strategy.load_state_dict(run_state["strategy"])
+    stream.load_state_dict(run_state["data"])
+    if run_state.get("scaler") is not None and accelerator.scaler is not None:
+        accelerator.scaler.load_state_dict(run_state["scaler"])
+    progress.cur_nimg, progress.step = run_state["cur_nimg"], run_state["step"]
+    rng = run_state["rng"]
+    if len(rng) == accelerator.num_processes:
+        ckpt.restore_rng(rng[accelerator.process_index])
+
+
+def init_weights_from(path: str, net, ema: EMA) -> str:
+    """Finetune start: weights and EMA from a checkpoint directory (or an EMA snapshot for both)."""
+    path = Path(path)
+    if path.is_dir():
+        run_state, snapshot = ckpt.load_checkpoint(path)
+        net.load_state_dict(run_state["net"])
+        ema.load_state_dict(snapshot["ema"])
+        return f"weights + EMA from checkpoint {path}"
+    from models.snapshot import load_for_sampling  # a bare snapshot: EMA weights serve for both
+
+    ema_net, _ = load_for_sampling(path)
+    net.load_state_dict(ema_net.state_dict())
+    ema.load_state_dict(ema_net.state_dict())
+    return f"EMA weights from snapshot {path} (used for model and EMA)"
+
+
+# ----------------------------------------------------------------------------
+# One optimizer step.
+
+
+class Trainer:
+    def __init__(self, cfg: Config, accelerator: Accelerator, net, train_net, ema: EMA, optimizer, strategy,
+                 loss_fn: MaskDiTLoss, batches: InMemoryBatches, accum_rounds: int):
+        self.cfg, self.accelerator = cfg, accelerator
+        self.net, self.train_net, self.ema, self.optimizer = net, train_net, ema, optimizer
+        self.strategy, self.loss_fn, self.batches, self.accum_rounds = strategy, loss_fn, batches, accum_rounds
+        self.sums = torch.zeros(4, device=accelerator.device)  # loss, denoise, mae, count since last log
+
+    def learning_rate(self, cur_nimg: int) -> float:
+        warmup_nimg = self.cfg.optim.warmup_kimg * 1000
+        return self.cfg.optim.lr * (min(1.0, cur_nimg / warmup_nimg) if warmup_nimg > 0 else 1.0)
+
+    def step(self, progress: Progress, mask_ratio: float) -> None:
+        seen_sigma, seen_loss = [], []
+        for round_idx in range(self.accum_rounds):
+            images, labels = self.batches.next()
+            labels = labels if self.cfg.model.num_classes else None
+            sync = round_idx == self.accum_rounds - 1
+            with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.train_net):
+                terms = self.loss_fn(self.train_net, images, labels, self.strategy, mask_ratio)
+                self.accelerator.backward(terms.total.mean() / self.accum_rounds)
+            with torch.no_grad():
+                self.sums += torch.stack([terms.total.sum(), terms.denoise.sum(), terms.mae.sum(),
+                                          torch.tensor(float(len(images)), device=self.sums.device)])
+            seen_sigma.append(terms.sigma.detach())
+            seen_loss.append(terms.raw_denoise)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(progress.cur_nimg)
+        if self.cfg.optim.grad_clip > 0:
+            self.accelerator.clip_grad_norm_(self.train_net.parameters(), self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        progress.cur_nimg += self.cfg.train.batch_size
+        progress.step += 1
+        t = self.cfg.train
+        self.ema.update(self.net, ema_beta(t.batch_size, progress.cur_nimg, t.ema_decay, t.ema_halflife_kimg,
+                                           t.ema_rampup_ratio))
+        if self.strategy.learns_from_losses:
+            # Every rank sees the same global statistics, so strategy states stay identical.
+            sigma = self.accelerator.gather(torch.cat(seen_sigma))
+            loss = self.accelerator.gather(torch.cat(seen_loss))
+            self.strategy.update(sigma, loss)
+
+    def take_means(self) -> dict:
+        """Losses averaged over all processes since the previous call (one collective, one host sync)."""
+        sums = self.accelerator.reduce(self.sums.clone(), reduction="sum")
+        self.sums.zero_()
+        count = max(sums[3].item(), 1.0)
+        return {"loss": sums[0].item() / count, "loss_denoise": sums[1].item() / count,
+                "loss_mae": sums[2].item() / count}
+
+
+# ----------------------------------------------------------------------------
+# Periodic outputs.
+
+
+@torch.no_grad()
+def write_grid(ema: EMA, cfg: Config, path: Path, device) -> None:
+    """EMA samples from fixed seeds; conditional grids put one class per column."""
+    n, classes = cfg.grid.num_images, cfg.model.num_classes
+    gen = torch.Generator(device="cpu").manual_seed(cfg.train.seed)
+    shape = (n, cfg.model.in_channels, cfg.model.resolution, cfg.model.resolution)
+    noise = torch.randn(shape, generator=gen).to(device)
+    labels = (torch.arange(n) % classes).to(device) if classes else None
+    denoise = guided_denoiser(ema.net, labels, cfg.grid.cfg_scale, classes if classes else None)
+    images = edm_sample(denoise, noise, num_steps=cfg.grid.num_steps)
+    save_png_atomic(grid_image(to_uint8(images), cols=classes or None), path)
+
+
+def save_checkpoint(run_dir: Path, cfg: Config, accelerator, net, ema, optimizer, strategy, stream,
+                    progress: Progress) -> Path | None:
+    """Collective (RNG states are gathered from every rank); rank 0 writes."""
+    rng = gather_object([ckpt.capture_rng()])
+    if not accelerator.is_main_process:
+        return None
+    state = {"net": accelerator.unwrap_model(net).state_dict(), "optimizer": optimizer.state_dict(),
+             "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+             "strategy": strategy.state_dict(), "data": stream.state_dict(), "rng": rng,
+             "cur_nimg": progress.cur_nimg, "step": progress.step, "config": to_dict(cfg)}
+    return ckpt.write_checkpoint(run_dir, progress.step, state, snapshot_dict(ema, cfg, progress.cur_nimg),
+                                 cfg.train.keep_checkpoints)
+
+
+# ----------------------------------------------------------------------------
+# Entry point.
+
+
+def train(cfg: Config, init_from: str | None = None, stop_after_kimg: float | None = None) -> Path:
+    """Train until total_kimg (or stop_after_kimg, leaving a checkpoint to resume from); returns the run dir."""
+    run_dir = Path(cfg.run_dir or Path("results") / cfg.name)
+    accelerator = make_accelerator(cfg, run_dir)
+    batch_gpu, accum_rounds = batch_layout(cfg.train.batch_size, cfg.train.batch_gpu, accelerator.num_processes)
+    data = build_source(cfg.data)
+    check_matches_model(data, cfg.model)
+    if init_from is not None and not Path(init_from).exists():
+        raise FileNotFoundError(f"--init-from {init_from}: no such checkpoint or snapshot")
+
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    accelerator.wait_for_everyone()
+    log = RunLog(run_dir, accelerator)
+    torch.manual_seed(cfg.train.seed * 7919 + accelerator.process_index)
+
+    net = build_network(cfg.model).to(accelerator.device).train()
+    ema = EMA(net)
+    optimizer = make_optimizer(net, cfg, accelerator.device)
+    strategy = build_strategy(cfg.diffusion.strategy.name, dict(cfg.diffusion.strategy.params), cfg.model.sigma_data)
+    stream = ShuffledIndexStream(len(data), cfg.train.seed, accelerator.process_index, accelerator.num_processes,
+                                 cfg.data.xflip)
+    progress = Progress()
+    resume_dir = ckpt.latest_checkpoint(run_dir)
+    if resume_dir is not None:
+        run_state, snapshot = ckpt.load_checkpoint(resume_dir)
+        restore(run_state, snapshot, net, ema, optimizer, strategy, stream, accelerator, progress)
+        log.print(f"resuming from {resume_dir} at {progress.cur_nimg / 1000:.1f} kimg")
+    elif init_from is not None:
+        log.print("initialised with " + init_weights_from(init_from, net, ema))
+
+    net, optimizer = accelerator.prepare(net, optimizer)
+    train_net = torch.compile(net) if cfg.train.compile else net
+    accelerator.init_trackers("tensorboard")
+    log.print(f"{data.description}; {count_parameters(accelerator.unwrap_model(net)) / 1e6:.2f} M parameters; "
+              f"{accelerator.num_processes} process(es) x batch_gpu {batch_gpu} x {accum_rounds} rounds = "
+              f"batch {cfg.train.batch_size}; strategy {strategy.name}; run dir {run_dir}")
+
+    spec = accelerator.unwrap_model(net).backbone.spec
+    loss_fn = MaskDiTLoss(spec.patch_size, (spec.resolution // spec.patch_size) ** 2, cfg.mask.mae_weight)
+    batches = InMemoryBatches(data, stream, batch_gpu, accelerator.device)
+    trainer = Trainer(cfg, accelerator, net, train_net, ema, optimizer, strategy, loss_fn, batches, accum_rounds)
+    run_steps(cfg, run_dir, trainer, stream, progress, log, stop_after_kimg)
+    accelerator.end_training()
+    return run_dir
+
+
+def run_steps(cfg: Config, run_dir: Path, trainer: Trainer, stream, progress: Progress, log: RunLog,
+              stop_after_kimg: float | None) -> None:
+    t, acc = cfg.train, trainer.accelerator
+    total_nimg = int(t.total_kimg * 1000)
+    stop_nimg = min(total_nimg, int(stop_after_kimg * 1000)) if stop_after_kimg is not None else total_nimg
+    bar = tqdm(total=total_nimg, initial=progress.cur_nimg, unit="img", unit_scale=True, dynamic_ncols=True,
+               disable=not acc.is_main_process, mininterval=2.0)
+    tick_time, tick_nimg = time.time(), progress.cur_nimg
+    while progress.cur_nimg < stop_nimg:
+        prev = progress.cur_nimg
+        mask_ratio = mask_ratio_at(prev / total_nimg, cfg.mask.schedule, cfg.mask.ratio, cfg.mask.ratio_end)
+        trainer.step(progress, mask_ratio)
+        bar.update(progress.cur_nimg - prev)
+        done = progress.cur_nimg >= stop_nimg
+        if crossed(prev, progress.cur_nimg, t.log_kimg) or done:
+            elapsed = time.time() - tick_time
+            stats = {"kimg": progress.cur_nimg / 1000, "step": progress.step, **trainer.take_means(),
+                     "lr": trainer.learning_rate(prev), "mask_ratio": mask_ratio,
+                     "img_per_s": (progress.cur_nimg - tick_nimg) / max(elapsed, 1e-9),
+                     **{f"strategy/{k}": v for k, v in trainer.strategy.report().items()}}
+            if torch.cuda.is_available():
+                stats["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            log.stats(stats, step=progress.cur_nimg)
+            log.print(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                 for k, v in stats.items() if not k.startswith("strategy/")))
+            tick_time, tick_nimg = time.time(), progress.cur_nimg
+        if acc.is_main_process and (crossed(prev, progress.cur_nimg, t.sample_kimg) or done):
+            write_grid(trainer.ema, cfg, run_dir / "samples" / f"grid-{progress.cur_nimg // 1000:06d}kimg.png",
+                       acc.device)
+        if acc.is_main_process and crossed(prev, progress.cur_nimg, t.snapshot_kimg):
+            ckpt.write_snapshot(run_dir, progress.cur_nimg / 1000,
+                                snapshot_dict(trainer.ema, cfg, progress.cur_nimg), t.keep_snapshots)
+        if crossed(prev, progress.cur_nimg, t.checkpoint_kimg) or done:
+            path = save_checkpoint(run_dir, cfg, acc, trainer.net, trainer.ema, trainer.optimizer, trainer.strategy,
+                                   stream, progress)
+            if path is not None:
+                log.print(f"checkpoint {path}")
+    bar.close()
