@@ -21,6 +21,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--init-from", help="start a new run from this checkpoint directory's weights and EMA")
     parser.add_argument("--stop-after-kimg", type=float,
                         help="checkpoint and exit once this many kimg are done (re-run to continue)")
+    parser.add_argument("--stop-after-min", type=float,
+                        help="checkpoint and exit after this many minutes of training (re-run to continue)")
     parser.add_argument("overrides", nargs="*", help="config overrides as key=value (OmegaConf dotlist)")
     return parser.parse_args(argv)
 
@@ -29,7 +31,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
-        train(cfg, init_from=args.init_from, stop_after_kimg=args.stop_after_kimg)
+        train(cfg, init_from=args.init_from, stop_after_kimg=args.stop_after_kimg,
+              stop_after_min=args.stop_after_min)
     except (ConfigError, DataMismatchError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
 

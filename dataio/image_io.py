@@ -33,3 +33,12 @@ def save_png_atomic(image: Image.Image, path: str | Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     image.save(tmp, format="PNG")
     os.replace(tmp, path)
+
+
+def save_figure_atomic(fig, path: str | Path) -> None:
+    """Matplotlib figure -> PNG via temp file + rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fig.savefig(tmp, format="png", dpi=100)
+    os.replace(tmp, path)

@@ -1,4 +1,8 @@
-"""Training data sources. Pixel sources load into memory as float tensors in [-1, 1]."""
+"""Training data: the embedded Fashion-MNIST (pixels, in memory) or latents from an LMDB store / shards.
+
+`build_training_data` returns batches (next() -> (x, labels) on the device; state_dict() -> data position)
+plus what the trainer checks against the model and records in snapshots for decoding.
+"""
 
 from dataclasses import dataclass
 
@@ -6,8 +10,9 @@ import numpy as np
 import torch
 
 from dataio.fashion_mnist import load_fashion_mnist
+from dataio.stream import InMemoryBatches, ShuffledIndexStream
 
-SOURCES = ("fashion_mnist",)
+SOURCES = ("fashion_mnist", "lmdb", "wds")
 
 
 class DataMismatchError(ValueError):
@@ -24,9 +29,14 @@ class InMemoryImages:
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    @property
-    def sample_shape(self) -> tuple[int, int, int]:
-        return tuple(self.images.shape[1:])
+
+@dataclass
+class TrainingData:
+    batches: object  # InMemoryBatches | LatentBatches
+    sample_shape: tuple[int, int, int]
+    num_classes: int
+    description: str
+    snapshot_meta: dict  # what decoding needs: {"space": "pixel"} or the VAE id and latent scaling
 
 
 def uint8_to_unit(images: np.ndarray) -> torch.Tensor:
@@ -42,18 +52,60 @@ def fashion_mnist_padded(split: str, directory: str | None) -> InMemoryImages:
                           f"fashion_mnist[{split}] {len(labels)} images 1x32x32")
 
 
-def build_source(data_cfg) -> InMemoryImages:
+def build_training_data(data_cfg, seed: int, rank: int, num_ranks: int, batch_gpu: int, device,
+                        data_state: dict | None) -> TrainingData:
+    """`data_state` is the checkpoint's data position (None for a fresh run)."""
     if data_cfg.source == "fashion_mnist":
-        return fashion_mnist_padded("train", data_cfg.path)
+        data = fashion_mnist_padded("train", data_cfg.path)
+        stream = ShuffledIndexStream(len(data), seed, rank, num_ranks, data_cfg.xflip)
+        if data_state is not None:
+            stream.load_state_dict(data_state)
+        return TrainingData(InMemoryBatches(data, stream, batch_gpu, device), tuple(data.images.shape[1:]),
+                            data.num_classes, data.description, {"space": "pixel", "source": "fashion_mnist"})
+    if data_cfg.source in ("lmdb", "wds"):
+        if data_cfg.path is None:
+            raise DataMismatchError(f"data.path: required for data.source {data_cfg.source}")
+        return latent_training_data(data_cfg, seed, rank, num_ranks, batch_gpu, device, data_state)
     raise DataMismatchError(f"data.source: unknown {data_cfg.source!r}; choose from {list(SOURCES)}")
 
 
-def check_matches_model(data: InMemoryImages, model_cfg) -> None:
+def latent_training_data(data_cfg, seed, rank, num_ranks, batch_gpu, device, data_state) -> TrainingData:
+    from dataio.latent_batches import LatentBatches, PickedCopies, StreamBatchSampler, loader_kwargs
+    from dataio.latent_store import LatentLMDB
+    from dataio.shards import iterate_shards, read_index
+
+    kwargs = loader_kwargs(data_cfg.num_workers, device)
+    store = LatentLMDB(data_cfg.path) if data_cfg.source == "lmdb" else None
+    meta = store.meta if store is not None else read_index(data_cfg.path)["meta"]
+    if data_cfg.xflip and not meta["xflip"]:
+        raise DataMismatchError(f"data.xflip: {data_cfg.path} was extracted without --xflip copies")
+    if store is not None:
+        stream = ShuffledIndexStream(len(store), seed, rank, num_ranks, data_cfg.xflip)
+        if data_state is not None:
+            stream.load_state_dict(data_state)
+        loader = torch.utils.data.DataLoader(PickedCopies(store), batch_sampler=StreamBatchSampler(stream, batch_gpu),
+                                             **kwargs)
+    else:
+        stream = None
+        resume_seed = seed + (data_state["position"] if data_state is not None else 0)
+        pipeline = iterate_shards(data_cfg.path, True, data_cfg.shuffle_buffer, resume_seed, rank)
+        loader = torch.utils.data.DataLoader(pipeline, batch_size=batch_gpu, **kwargs)
+    channels = meta["shape"][1] // 2
+    batches = LatentBatches(loader, meta["scaling_factor"], device, stream, batch_gpu * num_ranks, data_cfg.xflip)
+    if data_state is not None and stream is None:
+        batches.start = data_state["position"]
+    return TrainingData(batches, (channels, meta["shape"][2], meta["shape"][3]), meta["num_classes"],
+                        f"{data_cfg.source} {data_cfg.path} {meta['count']} latents {channels}x{meta['shape'][2]}x"
+                        f"{meta['shape'][3]}", {"space": "latent", "vae": meta["vae"],
+                                                "scaling_factor": meta["scaling_factor"], "source": data_cfg.source})
+
+
+def check_matches_model(data: TrainingData, model_cfg) -> None:
     """Fail before training when the data shape or classes disagree with the model config."""
     expected = (model_cfg.in_channels, model_cfg.resolution, model_cfg.resolution)
-    if data.sample_shape != expected:
-        raise DataMismatchError(f"data {data.description}: sample shape {data.sample_shape} does not match the model "
-                         f"(model.in_channels, model.resolution) = {expected}")
+    if tuple(data.sample_shape) != expected:
+        raise DataMismatchError(f"data {data.description}: sample shape {tuple(data.sample_shape)} does not match "
+                                f"the model (model.in_channels, model.resolution) = {expected}")
     if model_cfg.num_classes and data.num_classes != model_cfg.num_classes:
         raise DataMismatchError(f"data {data.description}: {data.num_classes} classes but model.num_classes = "
-                         f"{model_cfg.num_classes}")
+                                f"{model_cfg.num_classes}")

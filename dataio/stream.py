@@ -63,3 +63,6 @@ class InMemoryBatches:
         images = torch.where(flip[:, None, None, None], images.flip(-1), images)
         labels = self.data.labels[idx]  # (B,)
         return images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+
+    def state_dict(self) -> dict:
+        return self.stream.state_dict()

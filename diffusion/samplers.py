@@ -61,3 +61,90 @@ def edm_sample(denoise: Denoiser, noise: torch.Tensor, num_steps: int = 40, sigm
             d_prime = (x_next - denoise(x_next.float(), sigma_next.float()).to(torch.float64)) / sigma_next
             x_next = x_hat + (sigma_next - sigma_hat) * (0.5 * d_cur + 0.5 * d_prime)
     return x_next.float()
+
+
+# ----------------------------------------------------------------------------
+# DDPM ancestral sampling and DDIM over the VP discretisation of the same EDM denoiser.
+# VP ↔ EDM: x_vp = √ᾱ_t · x_edm, σ_t = √((1 − ᾱ_t)/ᾱ_t) (REFERENCE.md §2).
+
+
+def vp_alphas_cumprod(num_train_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+    betas = torch.linspace(beta_start, beta_end, num_train_steps, dtype=torch.float64)
+    return torch.cumprod(1 - betas, dim=0)  # (T,) ᾱ_t
+
+
+def respaced_timesteps(num_steps: int, num_train_steps: int = 1000) -> torch.Tensor:
+    """Evenly spaced t from T−1 down to 0 (num_steps of them). -> (S,) int64, decreasing."""
+    return torch.linspace(num_train_steps - 1, 0, num_steps, dtype=torch.float64).round().long()
+
+
+@torch.no_grad()
+def ddim_sample(denoise: Denoiser, noise: torch.Tensor, num_steps: int = 50, num_train_steps: int = 1000) -> torch.Tensor:
+    """DDIM, η = 0 (Song et al. 2021, Eq. 12). In EDM coordinates the update is x' = D + (σ'/σ)(x − D)."""
+    abar = vp_alphas_cumprod(num_train_steps).to(noise.device)
+    sigmas = ((1 - abar) / abar).sqrt()[respaced_timesteps(num_steps, num_train_steps).to(noise.device)]
+    sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
+    x = noise.to(torch.float64) * sigmas[0]
+    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
+        d = denoise(x.float(), sigma.float()).to(torch.float64)
+        x = d + (sigma_next / sigma) * (x - d)
+    return x.float()
+
+
+@torch.no_grad()
+def ddpm_sample(denoise: Denoiser, noise: torch.Tensor, num_steps: int = 1000, num_train_steps: int = 1000,
+                randn_like: Callable[[torch.Tensor], torch.Tensor] = torch.randn_like) -> torch.Tensor:
+    """Ancestral sampling with the posterior q(x_{t−1} | x_t, x0) (Ho et al. 2020, Eqs. 6-7) on respaced steps."""
+    abar_all = vp_alphas_cumprod(num_train_steps).to(noise.device)
+    abar = abar_all[respaced_timesteps(num_steps, num_train_steps).to(noise.device)]  # (S,) decreasing noise
+    x_vp = noise.to(torch.float64) * (1 - abar[0]).sqrt()  # ≈ N(0, I) at t = T−1
+    for i in range(num_steps):
+        abar_t = abar[i]
+        abar_prev = abar[i + 1] if i + 1 < num_steps else abar.new_ones(())
+        sigma = ((1 - abar_t) / abar_t).sqrt()
+        x0 = denoise((x_vp / abar_t.sqrt()).float(), sigma.float()).to(torch.float64)
+        if i + 1 == num_steps:
+            return x0.float()
+        alpha_t = abar_t / abar_prev
+        beta_t = 1 - alpha_t
+        # Posterior mean μ̃ = √ᾱ_{t−1}β_t/(1−ᾱ_t)·x0 + √α_t(1−ᾱ_{t−1})/(1−ᾱ_t)·x_t, variance β̃ = β_t(1−ᾱ_{t−1})/(1−ᾱ_t).
+        mean = (abar_prev.sqrt() * beta_t / (1 - abar_t)) * x0 + (alpha_t.sqrt() * (1 - abar_prev) / (1 - abar_t)) * x_vp
+        var = beta_t * (1 - abar_prev) / (1 - abar_t)
+        x_vp = mean + var.sqrt() * randn_like(x_vp)
+    return x_vp.float()
+
+
+class SeededRandn:
+    """One generator per image seed, so every draw for image i depends only on seed i (EDM's
+    StackedRandomGenerator): outputs do not depend on batch composition or the number of processes."""
+
+    def __init__(self, seeds: list[int], device):
+        self.device = device
+        self.generators = [torch.Generator(device).manual_seed(int(s) % (1 << 32)) for s in seeds]
+
+    def randn(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.stack([torch.randn(shape, generator=g, device=self.device) for g in self.generators])
+
+    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
+        return self.randn(tuple(x.shape[1:])).to(x.dtype)
+
+
+def limited_guidance(net, labels: torch.Tensor | None, cfg_scale: float, null_label: int | None,
+                     sigma_lo: float, sigma_hi: float) -> Denoiser:
+    """Guidance applied only for σ in [sigma_lo, sigma_hi] (Kynkäänniemi et al. 2024); unguided elsewhere."""
+    guided = guided_denoiser(net, labels, cfg_scale, null_label)
+    plain = guided_denoiser(net, labels, 1.0, null_label)
+    return lambda x, sigma: guided(x, sigma) if sigma_lo <= float(sigma) <= sigma_hi else plain(x, sigma)
+
+
+def run_sampler(name: str, denoise: Denoiser, noise: torch.Tensor, num_steps: int, randn: SeededRandn,
+                s_churn: float = 0.0) -> torch.Tensor:
+    """Dispatch by name: edm (Heun), euler (EDM Euler), ddim, ddpm."""
+    if name in ("edm", "euler"):
+        return edm_sample(denoise, noise, num_steps=num_steps, heun=name == "edm", s_churn=s_churn,
+                          randn_like=randn.randn_like)
+    if name == "ddim":
+        return ddim_sample(denoise, noise, num_steps=num_steps)
+    if name == "ddpm":
+        return ddpm_sample(denoise, noise, num_steps=num_steps, randn_like=randn.randn_like)
+    raise ValueError(f"unknown sampler {name!r}; choose edm | euler | ddim | ddpm")

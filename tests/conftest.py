@@ -43,8 +43,8 @@ TINY_OVERRIDES = [
 ]
 
 
-def run_cli(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2")
+def run_cli(script: str, *args: str, check: bool = True, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2", **(env_extra or {}))
     proc = subprocess.run([sys.executable, str(REPO / script), *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
     if check and proc.returncode != 0:
@@ -56,3 +56,11 @@ def train_tiny(run_dir: Path, data_dir: Path, *extra: str, config: str = "config
                check: bool = True) -> subprocess.CompletedProcess:
     return run_cli("train.py", "--config", config, f"run_dir={run_dir}", f"data.path={data_dir}",
                    *TINY_OVERRIDES, *extra, check=check)
+
+
+@pytest.fixture(scope="session")
+def full_run(tmp_path_factory, tiny_fmnist) -> Path:
+    """One complete tiny training run (8 steps of 16 images), shared by the tests that read its outputs."""
+    run_dir = tmp_path_factory.mktemp("full")
+    train_tiny(run_dir, tiny_fmnist, "train.keep_checkpoints=1")
+    return run_dir

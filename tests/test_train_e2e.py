@@ -18,13 +18,6 @@ def newest_checkpoint(run_dir):
     return sorted((run_dir / "checkpoints").iterdir())[-1]
 
 
-@pytest.fixture(scope="module")
-def full_run(tmp_path_factory, tiny_fmnist):
-    run_dir = tmp_path_factory.mktemp("full")
-    train_tiny(run_dir, tiny_fmnist, "train.keep_checkpoints=1")
-    return run_dir
-
-
 def test_run_writes_checkpoint_grid_logs_and_prunes(full_run):
     ckpts = sorted(p.name for p in (full_run / "checkpoints").iterdir())
     assert ckpts == ["000000008"]  # 8 steps of 16; checkpoints at 4 and 8, keep_checkpoints=1

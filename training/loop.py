@@ -14,13 +14,14 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from tqdm import tqdm
 
+from dataio.autoencoder import Decoder
 from dataio.image_io import grid_image, save_png_atomic, to_uint8
-from dataio.sources import build_source, check_matches_model
-from dataio.stream import InMemoryBatches, ShuffledIndexStream
+from dataio.sources import TrainingData, build_training_data, check_matches_model
 from diffusion.loss import MaskDiTLoss
 from diffusion.mask_schedule import mask_ratio_at
 from diffusion.samplers import edm_sample, guided_denoiser
 from diffusion.strategies import build_strategy
+from diffusion.telemetry import SigmaTelemetry, plot_telemetry
 from models.build import build_network, count_parameters
 from models.snapshot import SNAPSHOT_FORMAT
 from training import checkpoint as ckpt
@@ -73,26 +74,31 @@ def make_optimizer(net: torch.nn.Module, cfg: Config, device: torch.device) -> t
                              weight_decay=o.weight_decay, fused=fused)
 
 
-def snapshot_dict(ema: EMA, cfg: Config, cur_nimg: int) -> dict:
-    return {"format": SNAPSHOT_FORMAT, "model": asdict(cfg.model), "ema": ema.state_dict(),
-            "data": {"source": cfg.data.source, "space": "pixel"}, "config": to_dict(cfg),
-            "kimg": cur_nimg / 1000}
+def snapshot_dict(ema: EMA, cfg: Config, data_meta: dict, cur_nimg: int) -> dict:
+    return {"format": SNAPSHOT_FORMAT, "model": asdict(cfg.model), "ema": ema.state_dict(), "data": data_meta,
+            "config": to_dict(cfg), "kimg": cur_nimg / 1000}
 
 
-def restore(run_state: dict, snapshot: dict, net, ema: EMA, optimizer, strategy, stream, accelerator,
+def restore(run_state: dict, snapshot: dict, net, ema: EMA, optimizer, strategy, accelerator,
             progress: Progress) -> None:
-    """Load everything a checkpoint holds into freshly built objects (before accelerator.prepare)."""
+    """Load a checkpoint into freshly built objects (before accelerator.prepare). The data position went to
+    build_training_data; RNG states are restored last, by restore_rng_of."""
     net.load_state_dict(run_state["net"])
     ema.load_state_dict(snapshot["ema"])
     optimizer.load_state_dict(run_state["optimizer"])
     strategy.load_state_dict(run_state["strategy"])
-    stream.load_state_dict(run_state["data"])
     if run_state.get("scaler") is not None and accelerator.scaler is not None:
         accelerator.scaler.load_state_dict(run_state["scaler"])
     progress.cur_nimg, progress.step = run_state["cur_nimg"], run_state["step"]
+
+
+def restore_rng_of(run_state: dict, accelerator, log: RunLog) -> None:
     rng = run_state["rng"]
     if len(rng) == accelerator.num_processes:
         ckpt.restore_rng(rng[accelerator.process_index])
+    else:
+        log.print(f"resume: checkpoint has RNG states of {len(rng)} processes, this run has "
+                  f"{accelerator.num_processes}; continuing with fresh RNG streams")
 
 
 def init_weights_from(path: str, net, ema: EMA) -> str:
@@ -117,11 +123,13 @@ def init_weights_from(path: str, net, ema: EMA) -> str:
 
 class Trainer:
     def __init__(self, cfg: Config, accelerator: Accelerator, net, train_net, ema: EMA, optimizer, strategy,
-                 loss_fn: MaskDiTLoss, batches: InMemoryBatches, accum_rounds: int):
+                 loss_fn: MaskDiTLoss, data: TrainingData, accum_rounds: int):
         self.cfg, self.accelerator = cfg, accelerator
         self.net, self.train_net, self.ema, self.optimizer = net, train_net, ema, optimizer
-        self.strategy, self.loss_fn, self.batches, self.accum_rounds = strategy, loss_fn, batches, accum_rounds
+        self.strategy, self.loss_fn, self.data, self.accum_rounds = strategy, loss_fn, data, accum_rounds
+        self.batches = data.batches
         self.sums = torch.zeros(4, device=accelerator.device)  # loss, denoise, mae, count since last log
+        self.telemetry = SigmaTelemetry(accelerator.device)
 
     def learning_rate(self, cur_nimg: int) -> float:
         warmup_nimg = self.cfg.optim.warmup_kimg * 1000
@@ -141,6 +149,7 @@ class Trainer:
                                           torch.tensor(float(len(images)), device=self.sums.device)])
             seen_sigma.append(terms.sigma.detach())
             seen_loss.append(terms.raw_denoise)
+            self.telemetry.observe(terms.sigma.detach(), terms.raw_denoise)
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(progress.cur_nimg)
         if self.cfg.optim.grad_clip > 0:
@@ -172,64 +181,66 @@ class Trainer:
 
 
 @torch.no_grad()
-def write_grid(ema: EMA, cfg: Config, path: Path, device) -> None:
-    """EMA samples from fixed seeds; conditional grids put one class per column."""
+def write_grid(ema: EMA, cfg: Config, decoder: Decoder, path: Path, device) -> None:
+    """EMA samples from fixed seeds, decoded like generate.py; conditional grids put one class per column."""
     n, classes = cfg.grid.num_images, cfg.model.num_classes
     gen = torch.Generator(device="cpu").manual_seed(cfg.train.seed)
     shape = (n, cfg.model.in_channels, cfg.model.resolution, cfg.model.resolution)
     noise = torch.randn(shape, generator=gen).to(device)
     labels = (torch.arange(n) % classes).to(device) if classes else None
     denoise = guided_denoiser(ema.net, labels, cfg.grid.cfg_scale, classes if classes else None)
-    images = edm_sample(denoise, noise, num_steps=cfg.grid.num_steps)
+    images = decoder(edm_sample(denoise, noise, num_steps=cfg.grid.num_steps))
     save_png_atomic(grid_image(to_uint8(images), cols=classes or None), path)
 
 
-def save_checkpoint(run_dir: Path, cfg: Config, accelerator, net, ema, optimizer, strategy, stream,
-                    progress: Progress) -> Path | None:
+def save_checkpoint(run_dir: Path, cfg: Config, trainer: "Trainer", progress: Progress) -> Path | None:
     """Collective (RNG states are gathered from every rank); rank 0 writes."""
     rng = gather_object([ckpt.capture_rng()])
-    if not accelerator.is_main_process:
+    acc = trainer.accelerator
+    if not acc.is_main_process:
         return None
-    state = {"net": accelerator.unwrap_model(net).state_dict(), "optimizer": optimizer.state_dict(),
-             "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-             "strategy": strategy.state_dict(), "data": stream.state_dict(), "rng": rng,
+    state = {"net": acc.unwrap_model(trainer.net).state_dict(), "optimizer": trainer.optimizer.state_dict(),
+             "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
+             "strategy": trainer.strategy.state_dict(), "data": trainer.batches.state_dict(), "rng": rng,
              "cur_nimg": progress.cur_nimg, "step": progress.step, "config": to_dict(cfg)}
-    return ckpt.write_checkpoint(run_dir, progress.step, state, snapshot_dict(ema, cfg, progress.cur_nimg),
-                                 cfg.train.keep_checkpoints)
+    snapshot = snapshot_dict(trainer.ema, cfg, trainer.data.snapshot_meta, progress.cur_nimg)
+    return ckpt.write_checkpoint(run_dir, progress.step, state, snapshot, cfg.train.keep_checkpoints)
 
 
 # ----------------------------------------------------------------------------
 # Entry point.
 
 
-def train(cfg: Config, init_from: str | None = None, stop_after_kimg: float | None = None) -> Path:
-    """Train until total_kimg (or stop_after_kimg, leaving a checkpoint to resume from); returns the run dir."""
+def train(cfg: Config, init_from: str | None = None, stop_after_kimg: float | None = None,
+          stop_after_min: float | None = None) -> Path:
+    """Train until total_kimg, or until stop_after_kimg / stop_after_min (wall-clock of this invocation),
+    leaving a checkpoint to resume from; returns the run dir."""
     run_dir = Path(cfg.run_dir or Path("results") / cfg.name)
     accelerator = make_accelerator(cfg, run_dir)
-    batch_gpu, accum_rounds = batch_layout(cfg.train.batch_size, cfg.train.batch_gpu, accelerator.num_processes)
-    data = build_source(cfg.data)
-    check_matches_model(data, cfg.model)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    batch_gpu, accum_rounds = batch_layout(cfg.train.batch_size, cfg.train.batch_gpu, world)
     if init_from is not None and not Path(init_from).exists():
         raise FileNotFoundError(f"--init-from {init_from}: no such checkpoint or snapshot")
+    resume_dir = ckpt.latest_checkpoint(run_dir)
+    run_state, snapshot = ckpt.load_checkpoint(resume_dir) if resume_dir is not None else (None, None)
+    data = build_training_data(cfg.data, cfg.train.seed, rank, world, batch_gpu, accelerator.device,
+                               run_state["data"] if run_state is not None else None)
+    check_matches_model(data, cfg.model)
 
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
     accelerator.wait_for_everyone()
     log = RunLog(run_dir, accelerator)
-    torch.manual_seed(cfg.train.seed * 7919 + accelerator.process_index)
+    torch.manual_seed(cfg.train.seed * 7919 + rank)
 
     net = build_network(cfg.model).to(accelerator.device).train()
     ema = EMA(net)
     optimizer = make_optimizer(net, cfg, accelerator.device)
     strategy = build_strategy(cfg.diffusion.strategy.name, dict(cfg.diffusion.strategy.params), cfg.model.sigma_data)
-    stream = ShuffledIndexStream(len(data), cfg.train.seed, accelerator.process_index, accelerator.num_processes,
-                                 cfg.data.xflip)
     progress = Progress()
-    resume_dir = ckpt.latest_checkpoint(run_dir)
-    if resume_dir is not None:
-        run_state, snapshot = ckpt.load_checkpoint(resume_dir)
-        restore(run_state, snapshot, net, ema, optimizer, strategy, stream, accelerator, progress)
+    if run_state is not None:
+        restore(run_state, snapshot, net, ema, optimizer, strategy, accelerator, progress)
         log.print(f"resuming from {resume_dir} at {progress.cur_nimg / 1000:.1f} kimg")
     elif init_from is not None:
         log.print("initialised with " + init_weights_from(init_from, net, ema))
@@ -238,32 +249,44 @@ def train(cfg: Config, init_from: str | None = None, stop_after_kimg: float | No
     train_net = torch.compile(net) if cfg.train.compile else net
     accelerator.init_trackers("tensorboard")
     log.print(f"{data.description}; {count_parameters(accelerator.unwrap_model(net)) / 1e6:.2f} M parameters; "
-              f"{accelerator.num_processes} process(es) x batch_gpu {batch_gpu} x {accum_rounds} rounds = "
+              f"{world} process(es) x batch_gpu {batch_gpu} x {accum_rounds} rounds = "
               f"batch {cfg.train.batch_size}; strategy {strategy.name}; run dir {run_dir}")
 
     spec = accelerator.unwrap_model(net).backbone.spec
     loss_fn = MaskDiTLoss(spec.patch_size, (spec.resolution // spec.patch_size) ** 2, cfg.mask.mae_weight)
-    batches = InMemoryBatches(data, stream, batch_gpu, accelerator.device)
-    trainer = Trainer(cfg, accelerator, net, train_net, ema, optimizer, strategy, loss_fn, batches, accum_rounds)
-    run_steps(cfg, run_dir, trainer, stream, progress, log, stop_after_kimg)
+    trainer = Trainer(cfg, accelerator, net, train_net, ema, optimizer, strategy, loss_fn, data, accum_rounds)
+    if run_state is not None:
+        restore_rng_of(run_state, accelerator, log)
+    run_steps(cfg, run_dir, trainer, progress, log, stop_after_kimg, stop_after_min)
     accelerator.end_training()
     return run_dir
 
 
-def run_steps(cfg: Config, run_dir: Path, trainer: Trainer, stream, progress: Progress, log: RunLog,
-              stop_after_kimg: float | None) -> None:
+def out_of_time(accelerator, start: float, limit_min: float | None) -> bool:
+    """All ranks agree (max over processes), so they stop after the same step."""
+    if limit_min is None:
+        return False
+    over = torch.tensor(float(time.time() - start > limit_min * 60), device=accelerator.device)
+    return bool(accelerator.reduce(over, reduction="sum").item() > 0)
+
+
+def run_steps(cfg: Config, run_dir: Path, trainer: Trainer, progress: Progress, log: RunLog,
+              stop_after_kimg: float | None, stop_after_min: float | None) -> None:
     t, acc = cfg.train, trainer.accelerator
+    start = time.time()
     total_nimg = int(t.total_kimg * 1000)
     stop_nimg = min(total_nimg, int(stop_after_kimg * 1000)) if stop_after_kimg is not None else total_nimg
     bar = tqdm(total=total_nimg, initial=progress.cur_nimg, unit="img", unit_scale=True, dynamic_ncols=True,
                disable=not acc.is_main_process, mininterval=2.0)
     tick_time, tick_nimg = time.time(), progress.cur_nimg
+    sigma_bins = None  # the latest per-σ-bin telemetry, plotted with each sample grid
+    decoder = None
     while progress.cur_nimg < stop_nimg:
         prev = progress.cur_nimg
         mask_ratio = mask_ratio_at(prev / total_nimg, cfg.mask.schedule, cfg.mask.ratio, cfg.mask.ratio_end)
         trainer.step(progress, mask_ratio)
         bar.update(progress.cur_nimg - prev)
-        done = progress.cur_nimg >= stop_nimg
+        done = progress.cur_nimg >= stop_nimg or out_of_time(acc, start, stop_after_min)
         if crossed(prev, progress.cur_nimg, t.log_kimg) or done:
             elapsed = time.time() - tick_time
             stats = {"kimg": progress.cur_nimg / 1000, "step": progress.step, **trainer.take_means(),
@@ -272,19 +295,25 @@ def run_steps(cfg: Config, run_dir: Path, trainer: Trainer, stream, progress: Pr
                      **{f"strategy/{k}": v for k, v in trainer.strategy.report().items()}}
             if torch.cuda.is_available():
                 stats["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
-            log.stats(stats, step=progress.cur_nimg)
+            sigma_bins = trainer.telemetry.summary(acc, trainer.strategy)
+            log.stats({**stats, "sigma_bins": sigma_bins}, step=progress.cur_nimg)
             log.print(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                  for k, v in stats.items() if not k.startswith("strategy/")))
             tick_time, tick_nimg = time.time(), progress.cur_nimg
         if acc.is_main_process and (crossed(prev, progress.cur_nimg, t.sample_kimg) or done):
-            write_grid(trainer.ema, cfg, run_dir / "samples" / f"grid-{progress.cur_nimg // 1000:06d}kimg.png",
-                       acc.device)
+            tag = f"{progress.cur_nimg // 1000:06d}kimg"
+            if decoder is None:  # loaded on first use, on the main process only
+                decoder = Decoder(trainer.data.snapshot_meta, acc.device)
+            write_grid(trainer.ema, cfg, decoder, run_dir / "samples" / f"grid-{tag}.png", acc.device)
+            if sigma_bins is not None:
+                plot_telemetry(sigma_bins, f"{trainer.strategy.name} at {progress.cur_nimg / 1000:.1f} kimg",
+                               run_dir / "samples" / f"sigma-{tag}.png")
         if acc.is_main_process and crossed(prev, progress.cur_nimg, t.snapshot_kimg):
             ckpt.write_snapshot(run_dir, progress.cur_nimg / 1000,
-                                snapshot_dict(trainer.ema, cfg, progress.cur_nimg), t.keep_snapshots)
+                                snapshot_dict(trainer.ema, cfg, trainer.data.snapshot_meta, progress.cur_nimg),
+                                t.keep_snapshots)
         if crossed(prev, progress.cur_nimg, t.checkpoint_kimg) or done:
-            path = save_checkpoint(run_dir, cfg, acc, trainer.net, trainer.ema, trainer.optimizer, trainer.strategy,
-                                   stream, progress)
+            path = save_checkpoint(run_dir, cfg, trainer, progress)
             if path is not None:
                 log.print(f"checkpoint {path}")
     bar.close()

@@ -1,17 +1,21 @@
-"""Noise-level strategies, selected by `diffusion.strategy.name` in the config."""
+"""Noise-level strategies, selected by `diffusion.strategy.name` with keyword `diffusion.strategy.params`."""
 
+from diffusion.strategies.adaptive import AdaptiveWeighting, ImportanceSampling, LearningProgress
 from diffusion.strategies.base import NoiseLevelStrategy
+from diffusion.strategies.ddpm import DDPMUniform, P2Weighting
 from diffusion.strategies.edm import EDMLogNormal
+from diffusion.strategies.snr import LaplaceLogSNR, LogitNormal, MinSNR
+from diffusion.strategies.speed import SpeeD, SpeeDEDM
 
-STRATEGIES = {cls.name: cls for cls in (EDMLogNormal,)}
+STRATEGIES = {cls.name: cls for cls in (EDMLogNormal, DDPMUniform, SpeeD, SpeeDEDM, MinSNR, LogitNormal,
+                                        LaplaceLogSNR, P2Weighting, AdaptiveWeighting, ImportanceSampling,
+                                        LearningProgress)}
 
 
 def build_strategy(name: str, params: dict, sigma_data: float) -> NoiseLevelStrategy:
-    """`params` are the strategy's own keyword arguments (config `diffusion.strategy.params`)."""
     if name not in STRATEGIES:
         raise ValueError(f"diffusion.strategy.name: unknown strategy {name!r}; choose from {sorted(STRATEGIES)}")
-    cls = STRATEGIES[name]
     try:
-        return cls(sigma_data=sigma_data, **params)
+        return STRATEGIES[name](sigma_data=sigma_data, **params)
     except TypeError as err:
         raise ValueError(f"diffusion.strategy.params for {name!r}: {err}") from None

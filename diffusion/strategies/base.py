@@ -41,3 +41,8 @@ class NoiseLevelStrategy(ABC):
 def edm_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
     """EDM loss weight λ(σ) = (σ² + σ_d²) / (σ·σ_d)² (Karras et al. 2022, Eq. 8 / Table 1)."""
     return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+
+
+def lognormal_sigma(batch: int, device, p_mean: float, p_std: float) -> torch.Tensor:
+    """ln σ ~ N(p_mean, p_std²) (EDM's training distribution). -> (batch,)"""
+    return (torch.randn(batch, device=device) * p_std + p_mean).exp()

@@ -2,7 +2,7 @@
 
 import torch
 
-from diffusion.strategies.base import NoiseLevelStrategy, edm_weight
+from diffusion.strategies.base import NoiseLevelStrategy, edm_weight, lognormal_sigma
 
 
 class EDMLogNormal(NoiseLevelStrategy):
@@ -14,7 +14,7 @@ class EDMLogNormal(NoiseLevelStrategy):
         self.p_mean, self.p_std, self.sigma_data = p_mean, p_std, sigma_data
 
     def sample_sigma(self, batch: int, device) -> torch.Tensor:
-        return (torch.randn(batch, device=device) * self.p_std + self.p_mean).exp()  # (N,)
+        return lognormal_sigma(batch, device, self.p_mean, self.p_std)
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         return edm_weight(sigma, self.sigma_data)

@@ -1,0 +1,85 @@
+"""Equal wall-clock comparison of noise-level strategies on the embedded default (Fashion-MNIST, pixels).
+
+Each strategy trains the same model from scratch for the same number of minutes (the real train.py), then
+its EMA weights generate samples that are scored with the offline Fashion-MNIST classifier features
+(FD_fmnist, lower is better; class accuracy of conditional samples, higher is better).
+
+  python benchmarks/strategies.py --minutes 4 --num-samples 500 --out results/bench-strategies
+  python benchmarks/strategies.py --strategies edm speed min_snr adaptive_weight --seeds 0 1
+
+Writes <out>/table.md and <out>/results.json; each run's directory keeps its telemetry plots.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Strategy name -> config overrides. SpeeD and Min-SNR use their papers' defaults.
+STRATEGIES = {
+    "edm": [],
+    "speed": ["diffusion.strategy.name=speed"],
+    "speed_edm": ["diffusion.strategy.name=speed_edm"],
+    "min_snr": ["diffusion.strategy.name=min_snr"],
+    "adaptive_weight": ["diffusion.strategy.name=adaptive_weight"],
+    "importance": ["diffusion.strategy.name=importance"],
+    "learning_progress": ["diffusion.strategy.name=learning_progress"],
+}
+
+
+def run(cmd: list[str]) -> str:
+    proc = subprocess.run([sys.executable, *cmd], cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def kimg_of(run_dir: Path) -> float:
+    last = (run_dir / "stats.jsonl").read_text().splitlines()[-1]
+    return json.loads(last)["kimg"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/train/fashion-mnist.yaml")
+    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
+    p.add_argument("--minutes", type=float, default=4.0, help="training wall-clock per run")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--num-samples", type=int, default=500)
+    p.add_argument("--eval-config", default="configs/test/fashion-mnist.yaml")
+    p.add_argument("--out", default="results/bench-strategies")
+    p.add_argument("overrides", nargs="*", help="extra train config overrides for every run")
+    args = p.parse_args()
+    out = REPO / args.out
+    out.mkdir(parents=True, exist_ok=True)
+    ref = out / "fmnist-test-ref.npz"
+    if not ref.exists():
+        run(["eval_latent.py", "ref", "--config", args.eval_config, "--source", "fashion_mnist:test", "--out", str(ref)])
+    results = []
+    for seed in args.seeds:
+        for name in args.strategies:
+            run_dir = out / f"{name}-seed{seed}"
+            run(["train.py", "--config", args.config, f"run_dir={run_dir}", f"train.seed={seed}", "train.total_kimg=100000",
+                 "train.sample_kimg=100000", "train.snapshot_kimg=100000", "--stop-after-min", str(args.minutes),
+                 *STRATEGIES[name], *args.overrides])
+            stdout = run(["eval_latent.py", "--config", args.eval_config, "--ckpt", str(run_dir), "--ref", str(ref),
+                          "--num-samples", str(args.num_samples)])
+            metrics = json.loads(stdout.strip().splitlines()[-1])
+            row = {"strategy": name, "seed": seed, "kimg": kimg_of(run_dir), **metrics}
+            results.append(row)
+            print(json.dumps(row), flush=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = ["| strategy | seed | kimg in budget | FD_fmnist ↓ | class accuracy ↑ | precision | recall |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['strategy']} | {r['seed']} | {r['kimg']:.1f} | {r['fd']:.2f} | {r['class_accuracy']:.3f} | "
+                     f"{r.get('precision', float('nan')):.3f} | {r.get('recall', float('nan')):.3f} |")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

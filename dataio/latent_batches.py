@@ -1,0 +1,74 @@
+"""Training batches of latents from the LMDB store or from webdataset shards.
+
+Both readers deliver stored posterior moments (copies, 2C, h, w); on the device each sample is re-drawn
+as z = (mean + std·ε)·scaling_factor (the scaling factor recorded at extraction), using the mirrored copy
+when a flip is drawn. LMDB batches follow the resumable ShuffledIndexStream exactly (position counts the
+batches actually consumed, not those prefetched); shards are resampled at random (resume restarts the
+stream with a seed derived from the step, so it is reproducible but not the same sample order).
+"""
+
+import torch
+
+from dataio.autoencoder import sample_latents
+from dataio.latent_store import LatentLMDB
+from dataio.stream import ShuffledIndexStream
+
+
+class PickedCopies(torch.utils.data.Dataset):
+    """LMDB records indexed by (index, flip): returns the flipped copy's moments when flip is set."""
+
+    def __init__(self, store: LatentLMDB):
+        self.store = store
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, key: tuple[int, bool]) -> tuple[torch.Tensor, int]:
+        index, flip = key
+        moments, label = self.store[index]
+        return moments[1 if flip and moments.shape[0] > 1 else 0], label
+
+
+class StreamBatchSampler(torch.utils.data.Sampler):
+    """Endless batches of (index, flip) keys from a ShuffledIndexStream."""
+
+    def __init__(self, stream: ShuffledIndexStream, batch_gpu: int):
+        self.stream, self.batch_gpu = stream, batch_gpu
+
+    def __iter__(self):
+        while True:
+            idx, flip = self.stream.next_indices(self.batch_gpu)
+            yield list(zip(idx.tolist(), flip.tolist()))
+
+
+def loader_kwargs(num_workers: int, device) -> dict:
+    return {"num_workers": num_workers, "pin_memory": torch.device(device).type == "cuda",
+            "persistent_workers": num_workers > 0, "prefetch_factor": 4 if num_workers > 0 else None}
+
+
+class LatentBatches:
+    """next() -> (z (B, C, h, w) on device, labels (B,)); state_dict() -> the data position."""
+
+    def __init__(self, loader, scale: float, device, stream: ShuffledIndexStream | None, global_batch: int,
+                 xflip: bool):
+        self.iterator = iter(loader)
+        self.scale, self.device, self.xflip = scale, device, xflip
+        self.stream, self.global_batch = stream, global_batch
+        self.start = stream.position if stream is not None else 0
+        self.consumed = 0
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        moments, labels = next(self.iterator)
+        self.consumed += 1
+        moments = moments.to(self.device, non_blocking=True)
+        if moments.dim() == 5:  # shards keep every copy: draw the flip here
+            copies = moments.shape[1] if self.xflip else 1
+            copy = torch.randint(0, copies, (moments.shape[0],), device=self.device)
+            moments = moments[torch.arange(len(moments), device=self.device), copy]
+        return sample_latents(moments, self.scale), labels.to(self.device, non_blocking=True)
+
+    def state_dict(self) -> dict:
+        if self.stream is None:
+            return {"position": self.start + self.consumed * self.global_batch, "num_items": -1, "seed": -1}
+        return {"position": self.start + self.consumed * self.global_batch, "num_items": self.stream.num_items,
+                "seed": self.stream.seed}

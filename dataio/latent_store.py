@@ -1,0 +1,113 @@
+"""LMDB store of VAE posterior moments.
+
+Key `000000042` -> record: label (int64, little endian) + moments (copies, 2C, h, w) in the stored dtype,
+copies = 2 when x-flipped copies were extracted. Key `__meta__` -> JSON: count, shape (of one record's
+moments), dtype, vae, scaling_factor, resolution, xflip, num_classes, source, complete.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+META_KEY = b"__meta__"
+MAP_SIZE = 1 << 40  # sparse on Linux; the file only grows as records are written
+
+
+def record_key(index: int) -> bytes:
+    return f"{index:09d}".encode()
+
+
+def encode_record(moments: np.ndarray, label: int) -> bytes:
+    return np.int64(label).tobytes() + np.ascontiguousarray(moments).tobytes()
+
+
+def decode_record(buf: bytes, shape: tuple, dtype: np.dtype, where: str) -> tuple[np.ndarray, int]:
+    expected = 8 + int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if buf is None:
+        raise KeyError(f"{where}: record missing")
+    if len(buf) != expected:
+        raise ValueError(f"{where}: corrupted record ({len(buf)} bytes, expected {expected})")
+    label = int(np.frombuffer(buf[:8], dtype=np.int64)[0])
+    return np.frombuffer(buf[8:], dtype=dtype).reshape(shape), label
+
+
+def read_meta(path: str | Path) -> dict:
+    """The metadata of a complete store; one clear error otherwise."""
+    import lmdb
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"LMDB {path} not found")
+    env = lmdb.open(str(path), readonly=True, lock=False, readahead=False)
+    with env.begin() as txn:
+        raw = txn.get(META_KEY)
+    env.close()
+    if raw is None:
+        raise ValueError(f"LMDB {path}: no {META_KEY.decode()} record (extraction not finished? re-run it)")
+    meta = json.loads(raw)
+    if not meta.get("complete"):
+        raise ValueError(f"LMDB {path}: extraction incomplete (re-run extract_latent.py to finish it)")
+    return meta
+
+
+class LatentWriter:
+    """Writes each record once (put with overwrite=False); safe for several processes on one host."""
+
+    def __init__(self, path: str | Path):
+        import lmdb
+
+        self.path = Path(path)
+        self.env = lmdb.open(str(self.path), map_size=MAP_SIZE, subdir=True, max_readers=256)
+
+    def existing_indices(self) -> set[int]:
+        with self.env.begin() as txn:
+            return {int(k) for k in txn.cursor().iternext(keys=True, values=False) if k != META_KEY}
+
+    def meta(self) -> dict | None:
+        with self.env.begin() as txn:
+            raw = txn.get(META_KEY)
+        return json.loads(raw) if raw is not None else None
+
+    def put_batch(self, indices: list[int], moments: np.ndarray, labels: list[int]) -> None:
+        with self.env.begin(write=True) as txn:
+            for i, m, y in zip(indices, moments, labels):
+                txn.put(record_key(i), encode_record(m, y), overwrite=False)
+
+    def put_meta(self, meta: dict) -> None:
+        with self.env.begin(write=True) as txn:
+            txn.put(META_KEY, json.dumps(meta).encode())
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class LatentLMDB(torch.utils.data.Dataset):
+    """Random access to (moments (copies, 2C, h, w) float32, label). The environment is opened lazily in each
+    process / DataLoader worker (readonly, no lock), never shared across a fork."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        self.meta = read_meta(path)
+        self.shape = tuple(self.meta["shape"])
+        self.dtype = np.dtype(self.meta["dtype"])
+        self._env = None
+
+    def __len__(self) -> int:
+        return self.meta["count"]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if self._env is None:
+            import lmdb
+
+            self._env = lmdb.open(self.path, readonly=True, lock=False, readahead=False, max_readers=256)
+        with self._env.begin() as txn:
+            buf = txn.get(record_key(index))
+        moments, label = decode_record(buf, self.shape, self.dtype, f"LMDB {self.path} key {index:09d}")
+        return torch.from_numpy(moments.astype(np.float32)), label
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_env"] = None
+        return state

@@ -1,0 +1,96 @@
+"""Evaluation drivers: reference statistics for a source, metrics of a checkpoint (generated in-process,
+nothing written to disk) or of an existing folder / npz of images."""
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dataio.image_io import to_uint8
+from evaluation.config import EvalConfig
+from evaluation.metrics import SampleFeatures, compute_metrics
+
+ImageBatch = tuple[torch.Tensor, torch.Tensor | None]  # uint8 (N, C, H, W), labels (N,) or None
+
+
+def build_feature_net(cfg: EvalConfig, device, data_dir: str | None = None):
+    if cfg.features == "fmnist_classifier":
+        from evaluation.fmnist_features import FashionFeatures, load_or_train
+
+        return FashionFeatures(load_or_train(data_dir)).to(device)
+    from evaluation.inception import InceptionFeatures, resolve_weights
+
+    return InceptionFeatures(resolve_weights(cfg.inception)).to(device)
+
+
+def source_batches(source: str, batch: int) -> Iterator[ImageBatch]:
+    """`fashion_mnist:train|test[:DIR]`, `npz:FILE` (arr_0 uint8 NHWC, optional arr_1 labels), `folder:DIR` (PNGs)."""
+    kind, _, rest = source.partition(":")
+    if kind == "fashion_mnist":
+        from dataio.sources import fashion_mnist_padded
+
+        split, _, directory = rest.partition(":")
+        data = fashion_mnist_padded(split or "test", directory or None)
+        images = torch.from_numpy(to_uint8(data.images)).permute(0, 3, 1, 2)
+        labels = data.labels
+    elif kind == "npz":
+        with np.load(rest) as npz:
+            if "arr_0" not in npz.files:
+                raise ValueError(f"{rest}: no arr_0 (uint8 NHWC images) in the npz")
+            images = torch.from_numpy(npz["arr_0"]).permute(0, 3, 1, 2)
+            labels = torch.from_numpy(npz["arr_1"]) if "arr_1" in npz.files else None
+    elif kind == "folder":
+        files = sorted(Path(rest).glob("*.png"))
+        if not files:
+            raise FileNotFoundError(f"{rest}: no PNG files")
+        arrays = [np.asarray(Image.open(f)) for f in files]
+        images = torch.from_numpy(np.stack([a if a.ndim == 3 else a[..., None] for a in arrays])).permute(0, 3, 1, 2)
+        labels = None
+    else:
+        raise ValueError(f"source {source!r}: expected fashion_mnist:SPLIT, npz:FILE or folder:DIR")
+    for start in range(0, len(images), batch):
+        yield images[start:start + batch], labels[start:start + batch] if labels is not None else None
+
+
+def collect_features(feature_net, batches: Iterator[ImageBatch], keep_for_pr: int, device) -> SampleFeatures:
+    stats = SampleFeatures(feature_net, keep_for_pr)
+    for images, labels in batches:
+        stats.add(images.to(device), labels)
+    return stats
+
+
+def reference_pool_features(ref: dict, feature_net, cfg: EvalConfig, device) -> torch.Tensor | None:
+    """Precision/recall need reference features: stored ones, or computed from ADM's arr_0 images."""
+    if cfg.pr_features <= 0:
+        return None
+    if "pool_features" in ref:
+        return torch.from_numpy(ref["pool_features"]).float()
+    if "arr_0" in ref:
+        images = torch.from_numpy(ref["arr_0"][:cfg.pr_features]).permute(0, 3, 1, 2)
+        batches = ((images[i:i + cfg.batch_gpu], None) for i in range(0, len(images), cfg.batch_gpu))
+        return collect_features(feature_net, batches, cfg.pr_features, device).pool.features()
+    return None
+
+
+def generated_batches(net, decoder, cfg: EvalConfig, seeds: list[int], device) -> Iterator[ImageBatch]:
+    from diffusion.generation import SamplingOptions, generate, labels_for_seeds
+
+    interval = (cfg.guidance_sigma_lo, cfg.guidance_sigma_hi) if cfg.guidance_sigma_lo is not None else None
+    opts = SamplingOptions(cfg.sampler, cfg.num_steps, cfg.cfg_scale, interval, cfg.s_churn)
+    labels = labels_for_seeds(seeds, net.backbone.spec.num_classes)
+    for _, chunk_labels, images in generate(net, decoder, seeds, labels, opts, cfg.batch_gpu, device):
+        yield torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2), chunk_labels
+
+
+def metrics_table(metrics: dict, feature_net_name: str) -> str:
+    """Markdown table; the Fréchet distance is called FID only with the Inception features."""
+    names = {"fd": "FID" if feature_net_name == "inception" else "FD_fmnist", "sfid": "sFID",
+             "is": "IS" if feature_net_name == "inception" else "IS_fmnist", "precision": "precision",
+             "recall": "recall", "class_accuracy": "class accuracy", "num_samples": "samples"}
+    rows = [f"| {names.get(k, k)} | {v:.4f} |" if isinstance(v, float) else f"| {names.get(k, k)} | {v} |"
+            for k, v in metrics.items()]
+    return "\n".join(["| metric | value |", "|---|---|", *rows])
+
+

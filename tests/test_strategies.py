@@ -1,0 +1,224 @@
+"""Each noise-level strategy against independently computed values (REFERENCE.md §2)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion.strategies import STRATEGIES, build_strategy
+from diffusion.strategies.base import edm_weight
+from diffusion.strategies.ddpm import DDPMSchedule
+from diffusion.strategies.speed import meaningful_steps
+
+
+def ddpm_sigmas_by_loop():
+    """σ_t from the DDPM definition, computed with a plain Python loop."""
+    out, prod = [], 1.0
+    for i in range(1000):
+        beta = 1e-4 + (0.02 - 1e-4) * i / 999
+        prod *= 1 - beta
+        out.append(math.sqrt((1 - prod) / prod))
+    return np.array(out)
+
+
+def test_ddpm_sigma_mapping_and_inverse():
+    s = DDPMSchedule()
+    assert np.allclose(s.sigmas, ddpm_sigmas_by_loop(), rtol=1e-10)
+    assert s.sigmas[0] == pytest.approx(math.sqrt(1e-4 / (1 - 1e-4)))
+    t = torch.arange(1000)
+    assert torch.equal(s.timestep(s.sigma(t)), t)
+
+
+def test_speed_reflection_point_and_tau_sigma():
+    s = DDPMSchedule()
+    assert meaningful_steps(s) == 642
+    strat = build_strategy("speed", {"tau": 700}, 0.5)
+    assert strat.tau_sigma == pytest.approx(11.94, abs=0.01)  # σ_699: the last step below τ
+    assert build_strategy("speed_edm", {"tau": 700}, 0.5).tau_sigma == strat.tau_sigma
+
+
+def test_speed_weights_range():
+    strat = build_strategy("speed", {}, 0.5)
+    w = strat.eps_weights.numpy()
+    assert w[:700].min() >= 0.4 - 1e-6 and w[:700].max() <= 0.6 + 1e-6
+    assert w[:700].max() == pytest.approx(0.6, abs=1e-6)  # the steepest change of 1 − ᾱ is below τ
+    assert w[:700].min() == pytest.approx(0.4072, abs=1e-3)  # min g lies at t = 999 (rescaled over all T)
+    assert np.all(w[700:] == 1.0)
+    # x0-space weight = w_t / σ_t²
+    sig = strat.schedule.sigma(torch.tensor([10, 800]))
+    assert torch.allclose(strat.loss_weight(sig), torch.tensor([w[10], 1.0]) / sig**2)
+
+
+def test_speed_dual_sampling_marginal():
+    """Marginal of the dual scheme: half from p(t) ∝ k·[t<τ] + [t≥τ], half the reflected copies."""
+    strat = build_strategy("speed", {"k": 5.0, "tau": 700}, 0.5)
+    torch.manual_seed(0)
+    t = torch.cat([strat.sample_timesteps(1000, "cpu") for _ in range(400)])  # 400k draws
+    p = np.where(np.arange(1000) < 700, 5.0, 1.0)
+    p /= p.sum()
+    ms = 642
+    reflected = np.zeros(1000)
+    for s in range(1000):
+        reflected[ms - s if s < ms else s - ms] += p[s]
+    # each call: 501 originals then the first 499 reflections
+    expected = (501 * p + 499 * reflected) / 1000
+    hist = np.bincount(t.numpy(), minlength=1000) / len(t)
+    # Compare in 20 coarse groups with a chi-square test at a fixed seed.
+    obs, exp = hist.reshape(20, 50).sum(1) * len(t), expected.reshape(20, 50).sum(1) * len(t)
+    chi2 = ((obs - exp) ** 2 / exp).sum()
+    assert chi2 < 43.8  # 99.9% quantile of chi2 with 19 dof
+
+
+def test_min_snr_weights():
+    hard = build_strategy("min_snr", {"gamma": 5.0}, 0.5)
+    soft = build_strategy("min_snr", {"gamma": 5.0, "soft": True}, 0.5)
+    sigma = torch.tensor([0.1, 0.5, 1.0, 3.0])
+    assert torch.allclose(hard.loss_weight(sigma), torch.tensor([5.0, 4.0, 1.0, 1 / 9]))
+    assert torch.allclose(soft.loss_weight(sigma), 1 / (sigma**2 + 0.2))
+    ddpm = build_strategy("min_snr", {"sampling": "ddpm_uniform"}, 0.5)
+    assert set(ddpm.sample_sigma(500, "cpu").tolist()) <= set(DDPMSchedule().sigma(torch.arange(1000)).tolist())
+
+
+def test_logit_normal_equals_edm_lognormal():
+    ln = build_strategy("logit_normal", {"m": -1.2, "s": 1.2}, 0.5)
+    edm = build_strategy("edm", {"p_mean": -1.2, "p_std": 1.2}, 0.5)
+    torch.manual_seed(5)
+    a = ln.sample_sigma(100_000, "cpu")
+    torch.manual_seed(5)
+    b = edm.sample_sigma(100_000, "cpu")
+    assert torch.allclose(a.log(), b.log(), atol=1e-4)
+    sigma = torch.tensor([0.5, 2.0])
+    assert torch.allclose(ln.loss_weight(sigma), (1 + sigma) ** 2 / sigma**2)
+
+
+def test_laplace_log_snr_quantiles():
+    s = build_strategy("laplace", {"mu": 0.0, "b": 0.5}, 0.5)
+    torch.manual_seed(0)
+    log_snr = -2 * s.sample_sigma(200_000, "cpu").double().log()
+    assert abs(log_snr.median().item()) < 0.01
+    assert (log_snr.abs() > 0.5 * math.log(10)).double().mean().item() == pytest.approx(0.1, abs=0.005)
+
+
+def test_p2_and_ddpm_uniform_weights():
+    p2 = build_strategy("p2", {}, 0.5)
+    u = build_strategy("ddpm_uniform", {}, 0.5)
+    sig = DDPMSchedule().sigma(torch.tensor([0, 500, 999]))
+    snr = 1 / sig**2
+    assert torch.allclose(p2.loss_weight(sig), snr / (1 + snr), rtol=1e-5)
+    assert torch.allclose(u.loss_weight(sig), snr, rtol=1e-5)
+
+
+def test_speed_edm_variant():
+    s = build_strategy("speed_edm", {"k": 5.0}, 0.5)
+    torch.manual_seed(0)
+    sig = s.sample_sigma(200_000, "cpu")
+    tau_sigma = s.tau_sigma
+    normal = torch.distributions.Normal(-1.2, 1.2)
+    tail = 1 - normal.cdf(torch.tensor(math.log(tau_sigma))).item()
+    assert (sig >= tau_sigma).double().mean().item() == pytest.approx(tail / (5 * (1 - tail) + tail), rel=0.2)
+    assert torch.allclose(s.loss_weight(torch.tensor([20.0])), edm_weight(torch.tensor([20.0]), 0.5))
+
+
+# ----------------------------------------------------------------------------
+# Adaptive strategies.
+
+ADAPTIVE = ["adaptive_weight", "importance", "learning_progress"]
+
+
+def feed(strategy, steps, seed, batch=256):
+    """Drive a strategy with synthetic losses that fall over time and depend on σ."""
+    gen = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        torch.manual_seed(seed * 1000 + step)
+        sigma = strategy.sample_sigma(batch, "cpu")
+        loss = (1 + sigma.log().square()) * (1 + 5 / (step + 1)) * (1 + 0.1 * torch.rand(batch, generator=gen))
+        strategy.update(sigma, loss.float())
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+def test_adaptive_is_deterministic_and_learns(name):
+    a, b = build_strategy(name, {}, 0.5), build_strategy(name, {}, 0.5)
+    feed(a, 30, seed=1)
+    feed(b, 30, seed=1)
+    for key, stat in a.state_dict().items():
+        assert torch.equal(stat["value"], b.state_dict()[key]["value"])
+    assert not torch.allclose(a.bin_probs(), a.bins.base_mass) or name == "adaptive_weight"
+    sigma = torch.tensor([0.01, 0.3, 5.0])
+    w = a.loss_weight(sigma)
+    assert torch.all(w > 0) and torch.all(torch.isfinite(w))
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+def test_adaptive_identical_across_simulated_ranks(name):
+    """Two ranks see different local batches; both update from the gathered batch and stay identical."""
+    ranks = [build_strategy(name, {}, 0.5) for _ in range(2)]
+    for step in range(20):
+        local = []
+        for r in range(2):
+            torch.manual_seed(100 * step + r)
+            sigma = ranks[r].sample_sigma(64, "cpu")
+            local.append((sigma, sigma.log().square() + 1.0 / (step + 1)))
+        gathered_sigma = torch.cat([s for s, _ in local])
+        gathered_loss = torch.cat([l for _, l in local])
+        for strat in ranks:
+            strat.update(gathered_sigma, gathered_loss)
+    s0, s1 = ranks[0].state_dict(), ranks[1].state_dict()
+    assert all(torch.equal(s0[k]["value"], s1[k]["value"]) for k in s0)
+    assert torch.equal(ranks[0].bin_probs(), ranks[1].bin_probs())
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+def test_adaptive_exact_resume(name):
+    full = build_strategy(name, {}, 0.5)
+    feed(full, 40, seed=3)
+    half = build_strategy(name, {}, 0.5)
+    feed(half, 20, seed=3)
+    resumed = build_strategy(name, {}, 0.5)
+    resumed.load_state_dict({k: {kk: vv.clone() for kk, vv in v.items()} for k, v in half.state_dict().items()})
+    # continue the same stream of steps 20..39
+    gen = torch.Generator().manual_seed(3)
+    for step in range(40):
+        torch.manual_seed(3 * 1000 + step)
+        sigma = resumed.sample_sigma(256, "cpu") if step >= 20 else None
+        noise = torch.rand(256, generator=gen)
+        if step >= 20:
+            loss = (1 + sigma.log().square()) * (1 + 5 / (step + 1)) * (1 + 0.1 * noise)
+            resumed.update(sigma, loss.float())
+    assert all(torch.equal(full.state_dict()[k]["value"], resumed.state_dict()[k]["value"]) for k in full.state_dict())
+
+
+def test_importance_sampling_keeps_objective():
+    """E_q[w·ℓ] with IS weights equals E_p[λ·ℓ] for any per-bin q: check by exact summation over bins."""
+    s = build_strategy("importance", {"min_count": 1}, 0.5)
+    feed(s, 30, seed=0)
+    q, p = s.bin_probs(), s.bins.base_mass
+    assert not torch.allclose(q, p)
+    per_bin_value = torch.rand(len(p), dtype=torch.float64)
+    ratio = p / q
+    assert torch.allclose((q * ratio * per_bin_value).sum(), (p * per_bin_value).sum())
+    # and the sampler really draws from q
+    torch.manual_seed(0)
+    hist = torch.bincount(s.bins.index(s.sample_sigma(200_000, "cpu")), minlength=len(p)).double() / 200_000
+    assert torch.allclose(hist, q, atol=0.004)
+
+
+def test_adaptive_weight_equalises_bins():
+    """After learning, λ(σ)/E[λℓ|σ]: weighted losses of the synthetic model are ~equal across σ."""
+    s = build_strategy("adaptive_weight", {"beta": 0.9}, 0.5)
+    for step in range(200):
+        torch.manual_seed(step)
+        sigma = s.sample_sigma(512, "cpu")
+        s.update(sigma, (2.0 + sigma) / edm_weight(sigma, 0.5))  # weighted loss λℓ = 2 + σ
+    sigma = torch.tensor([0.05, 0.3, 1.0, 3.0])
+    weighted = s.loss_weight(sigma) * (2.0 + sigma) / edm_weight(sigma, 0.5)
+    assert weighted.max() / weighted.min() < 1.3
+
+
+def test_every_strategy_builds_and_samples():
+    for name in STRATEGIES:
+        s = build_strategy(name, {}, 0.5)
+        sigma = s.sample_sigma(64, "cpu")
+        assert sigma.shape == (64,) and torch.all(sigma > 0)
+        w = s.loss_weight(sigma)
+        assert w.shape == (64,) and torch.all(w > 0) and torch.all(torch.isfinite(w))
