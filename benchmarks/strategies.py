@@ -1,11 +1,13 @@
 """Equal wall-clock comparison of noise-level strategies on the embedded default (Fashion-MNIST, pixels).
 
-Each strategy trains the same model from scratch for the same number of minutes (the real train.py), then
-its EMA weights generate samples that are scored with the offline Fashion-MNIST classifier features
-(FD_fmnist, lower is better; class accuracy of conditional samples, higher is better).
+Each strategy trains the same model from scratch (the real train.py) for the same budget — `--kimg` images
+(default; robust when other work shares the machine) or `--minutes` of wall-clock — then its EMA weights
+generate samples scored with the offline Fashion-MNIST classifier features (FD_fmnist, lower is better;
+class accuracy of conditional samples, higher is better). Each row also reports the measured training
+img/s, so equal-image budgets can be read as wall-clock.
 
-  python benchmarks/strategies.py --minutes 4 --num-samples 500 --out results/bench-strategies
-  python benchmarks/strategies.py --strategies edm speed min_snr adaptive_weight --seeds 0 1
+  python benchmarks/strategies.py --kimg 20 --num-samples 500 --out results/bench-strategies
+  python benchmarks/strategies.py --minutes 4 --strategies edm speed min_snr adaptive_weight --seeds 0 1
 
 Writes <out>/table.md and <out>/results.json; each run's directory keeps its telemetry plots.
 """
@@ -37,16 +39,25 @@ def run(cmd: list[str]) -> str:
     return proc.stdout
 
 
-def kimg_of(run_dir: Path) -> float:
-    last = (run_dir / "stats.jsonl").read_text().splitlines()[-1]
-    return json.loads(last)["kimg"]
+def training_summary(run_dir: Path) -> dict:
+    """kimg reached and the mean training img/s over the run's log intervals."""
+    stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    return {"kimg": stats[-1]["kimg"], "img_per_s": sum(s["img_per_s"] for s in stats) / len(stats)}
+
+
+def budget_args(args) -> list[str]:
+    if args.minutes is not None:
+        return ["train.total_kimg=100000", "--stop-after-min", str(args.minutes)]
+    return [f"train.total_kimg={args.kimg}"]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/train/fashion-mnist.yaml")
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
-    p.add_argument("--minutes", type=float, default=4.0, help="training wall-clock per run")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--kimg", type=float, default=20.0, help="training images per run (thousands)")
+    budget.add_argument("--minutes", type=float, help="training wall-clock per run instead of --kimg")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--num-samples", type=int, default=500)
     p.add_argument("--eval-config", default="configs/test/fashion-mnist.yaml")
@@ -62,21 +73,22 @@ def main() -> None:
     for seed in args.seeds:
         for name in args.strategies:
             run_dir = out / f"{name}-seed{seed}"
-            run(["train.py", "--config", args.config, f"run_dir={run_dir}", f"train.seed={seed}", "train.total_kimg=100000",
-                 "train.sample_kimg=100000", "train.snapshot_kimg=100000", "--stop-after-min", str(args.minutes),
-                 *STRATEGIES[name], *args.overrides])
+            run(["train.py", "--config", args.config, f"run_dir={run_dir}", f"train.seed={seed}",
+                 "train.sample_kimg=100000", "train.snapshot_kimg=100000", *budget_args(args), *STRATEGIES[name],
+                 *args.overrides])
             stdout = run(["eval_latent.py", "--config", args.eval_config, "--ckpt", str(run_dir), "--ref", str(ref),
                           "--num-samples", str(args.num_samples)])
             metrics = json.loads(stdout.strip().splitlines()[-1])
-            row = {"strategy": name, "seed": seed, "kimg": kimg_of(run_dir), **metrics}
+            row = {"strategy": name, "seed": seed, **training_summary(run_dir), **metrics}
             results.append(row)
             print(json.dumps(row), flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = ["| strategy | seed | kimg in budget | FD_fmnist ↓ | class accuracy ↑ | precision | recall |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| strategy | seed | kimg | train img/s | FD_fmnist ↓ | class accuracy ↑ | precision | recall |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r['strategy']} | {r['seed']} | {r['kimg']:.1f} | {r['fd']:.2f} | {r['class_accuracy']:.3f} | "
-                     f"{r.get('precision', float('nan')):.3f} | {r.get('recall', float('nan')):.3f} |")
+        lines.append(f"| {r['strategy']} | {r['seed']} | {r['kimg']:.1f} | {r['img_per_s']:.0f} | {r['fd']:.2f} | "
+                     f"{r['class_accuracy']:.3f} | {r.get('precision', float('nan')):.3f} | "
+                     f"{r.get('recall', float('nan')):.3f} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
