@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
 
@@ -61,7 +62,7 @@ def check_args(args) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # torchrun on a CPU machine: gloo
     try:
         check_args(args)
         overrides = list(args.overrides) + ([f"num_samples={args.num_samples}"] if args.num_samples else []) + (

@@ -16,6 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import torch
 from accelerate import PartialState
 
 from dataio.extract import ExtractOptions, extract
@@ -40,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # torchrun on a CPU machine: gloo
     out = Path(args.out)
     lmdb_path = out if args.format == "lmdb" else out / ".staging.lmdb"
     opts = ExtractOptions(args.source, str(lmdb_path), args.vae, args.resolution, args.xflip, args.batch_size,

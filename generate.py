@@ -56,7 +56,7 @@ def output_kind(out: str) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # torchrun on a CPU machine: gloo
     try:
         net, meta = load_for_sampling(args.ckpt, state.device)
         decoder = Decoder(meta["data"], state.device)

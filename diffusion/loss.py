@@ -1,14 +1,17 @@
 """MaskDiT objective: EDM denoising loss on visible tokens + MAE reconstruction on masked tokens.
 
-Loss is a small callable (net, images, labels, strategy, mask_ratio) -> per-sample terms; the trainer
-averages and back-propagates. The noise-level strategy decides σ and the x0-space weight λ(σ).
+Loss is a small callable (net, images, labels, strategy, mask_ratio, draws) -> per-sample terms; the
+trainer averages and back-propagates. The noise-level strategy chose σ (in `draws`, see
+diffusion/step_draws.py) and gives the x0-space weight λ(σ).
 """
 
 from dataclasses import dataclass
 
 import torch
 
-from models.masking import TokenMask, num_visible_tokens, patchify, random_mask
+from diffusion.step_draws import Draws
+from models.embeddings import drop_labels
+from models.masking import TokenMask, mask_from_noise, num_visible_tokens, patchify
 
 
 @dataclass
@@ -44,19 +47,21 @@ def mae_per_token(denoised: torch.Tensor, noisy: torch.Tensor, patch: int) -> to
 class MaskDiTLoss:
     """EDM DSM + MAE. With mask_ratio 0 (finetune, DiT baseline) it is the plain EDM loss over all tokens."""
 
-    def __init__(self, patch_size: int, num_tokens: int, mae_weight: float = 0.1):
+    def __init__(self, patch_size: int, num_tokens: int, mae_weight: float = 0.1, null_label: int | None = None):
         self.patch_size = patch_size
         self.num_tokens = num_tokens
         self.mae_weight = mae_weight
+        self.null_label = null_label  # label dropout target; None for unconditional models
 
-    def __call__(self, net, images: torch.Tensor, labels: torch.Tensor | None, strategy,
-                 mask_ratio: float) -> LossTerms:
-        n = images.shape[0]
+    def __call__(self, net, images: torch.Tensor, labels: torch.Tensor | None, strategy, mask_ratio: float,
+                 draws: Draws) -> LossTerms:
         y = images.float()  # (N, C, H, W) clean data
-        sigma = strategy.sample_sigma(n, y.device)  # (N,)
+        sigma = draws.sigma  # (N,)
         weight = strategy.loss_weight(sigma)  # (N,) x0-space λ(σ)
-        noisy = y + torch.randn_like(y) * sigma[:, None, None, None]  # (N, C, H, W)
-        mask = self.make_mask(n, mask_ratio, y.device)
+        noisy = y + draws.noise * sigma[:, None, None, None]  # (N, C, H, W)
+        mask = self.make_mask(draws.mask_noise, mask_ratio)
+        if labels is not None and self.null_label is not None:
+            labels = drop_labels(labels, draws.label_drop, self.null_label)
         denoised = net(noisy, sigma, labels, mask)  # (N, C, H, W) float32
         err = per_token_sq_error(denoised, y, self.patch_size)  # (N, L)
         visible = torch.ones_like(err) if mask is None else 1 - mask.mask  # (N, L)
@@ -69,7 +74,7 @@ class MaskDiTLoss:
         return LossTerms(total=denoise + self.mae_weight * mae, denoise=denoise, mae=mae, sigma=sigma,
                          raw_denoise=raw.detach())
 
-    def make_mask(self, batch: int, mask_ratio: float, device) -> TokenMask | None:
+    def make_mask(self, mask_noise: torch.Tensor, mask_ratio: float) -> TokenMask | None:
         if num_visible_tokens(self.num_tokens, mask_ratio) == self.num_tokens:
             return None
-        return random_mask(batch, self.num_tokens, mask_ratio, device)
+        return mask_from_noise(mask_noise, mask_ratio)

@@ -59,16 +59,18 @@ class NoiseEmbedder(nn.Module):
 
 
 class LabelEmbedder(nn.Module):
-    """Label dropout replaces a label by the null label with probability `dropout` in training mode."""
+    """Row num_classes is the null label; training drops labels to it with `drop_labels` (in the loss, where
+    the draws are made for the global batch)."""
 
-    def __init__(self, num_classes: int, hidden_size: int, dropout: float):
+    def __init__(self, num_classes: int, hidden_size: int):
         super().__init__()
         self.num_classes = num_classes
-        self.dropout = dropout
         self.table = nn.Embedding(num_classes + 1, hidden_size)  # last row = null label
 
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
-        if self.training and self.dropout > 0:
-            drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout  # (N,)
-            labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
         return self.table(labels)  # (N, D)
+
+
+def drop_labels(labels: torch.Tensor, drop: torch.Tensor, null_label: int) -> torch.Tensor:
+    """Label dropout for classifier-free guidance: labels where `drop` (N,) is set become the null label."""
+    return torch.where(drop, torch.full_like(labels, null_label), labels)

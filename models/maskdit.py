@@ -34,7 +34,6 @@ class BackboneSpec:
     decoder_width: int = 512
     decoder_heads: int = 16
     mlp_ratio: float = 4.0
-    label_dropout: float = 0.1
     grad_checkpointing: bool = False
 
 
@@ -109,7 +108,7 @@ class MaskDiT(nn.Module):
         self.num_tokens = self.grid**2
         self.patch_embed = nn.Conv2d(spec.in_channels, w, kernel_size=p, stride=p)
         self.noise_embed = NoiseEmbedder(w)
-        self.label_embed = LabelEmbedder(spec.num_classes, w, spec.label_dropout) if spec.num_classes else None
+        self.label_embed = LabelEmbedder(spec.num_classes, w) if spec.num_classes else None
         self.register_buffer("pos_embed", sincos_2d(w, self.grid)[None], persistent=False)  # (1, L, D)
         self.blocks = nn.ModuleList(Block(w, spec.heads, spec.mlp_ratio, w) for _ in range(spec.depth))
         head_width = w

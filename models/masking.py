@@ -29,8 +29,14 @@ def num_visible_tokens(num_tokens: int, ratio: float) -> int:
 
 def random_mask(batch: int, num_tokens: int, ratio: float, device, generator=None) -> TokenMask:
     """Per sample: argsort uniform noise, keep the first int(L*(1-r)) tokens (MaskDiT §3.1)."""
+    return mask_from_noise(torch.rand(batch, num_tokens, device=device, generator=generator), ratio)
+
+
+def mask_from_noise(noise: torch.Tensor, ratio: float) -> TokenMask:
+    """(N, L) uniform noise -> the mask keeping each sample's int(L*(1-r)) lowest-noise tokens."""
+    batch, num_tokens = noise.shape
     keep = num_visible_tokens(num_tokens, ratio)
-    noise = torch.rand(batch, num_tokens, device=device, generator=generator)  # (N, L)
+    device = noise.device
     ids_shuffle = torch.argsort(noise, dim=1)  # (N, L)
     ids_restore = torch.argsort(ids_shuffle, dim=1)  # (N, L)
     ids_keep = ids_shuffle[:, :keep]  # (N, K)

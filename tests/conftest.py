@@ -1,5 +1,6 @@
 import gzip
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -43,9 +44,21 @@ TINY_OVERRIDES = [
 ]
 
 
-def run_cli(script: str, *args: str, check: bool = True, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2", **(env_extra or {}))
-    proc = subprocess.run([sys.executable, str(REPO / script), *args], cwd=REPO, env=env, capture_output=True,
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_cli(script: str, *args: str, check: bool = True, env_extra: dict | None = None,
+            processes: int = 1) -> subprocess.CompletedProcess:
+    """Run one of the commands; processes > 1 launches it with torchrun (gloo on this CPU machine)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2" if processes == 1 else "1",
+               **(env_extra or {}))
+    launcher = [sys.executable] if processes == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr",
+        "127.0.0.1", "--master_port", str(free_port())]
+    proc = subprocess.run([*launcher, str(REPO / script), *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -53,9 +66,9 @@ def run_cli(script: str, *args: str, check: bool = True, env_extra: dict | None 
 
 
 def train_tiny(run_dir: Path, data_dir: Path, *extra: str, config: str = "configs/train/fashion-mnist.yaml",
-               check: bool = True) -> subprocess.CompletedProcess:
+               check: bool = True, processes: int = 1) -> subprocess.CompletedProcess:
     return run_cli("train.py", "--config", config, f"run_dir={run_dir}", f"data.path={data_dir}",
-                   *TINY_OVERRIDES, *extra, check=check)
+                   *TINY_OVERRIDES, *extra, check=check, processes=processes)
 
 
 @pytest.fixture(scope="session")

@@ -56,15 +56,14 @@ def test_masked_output_does_not_depend_on_removed_tokens():
     assert torch.allclose(f1, f2, atol=1e-6)
 
 
-def test_label_dropout_uses_null_label_in_training_only():
+def test_label_dropout_maps_to_the_null_label():
+    from models.embeddings import drop_labels
+
     net = build_network(TINY)
     emb = net.backbone.label_embed
-    emb.dropout = 1.0
-    labels = torch.tensor([0, 1, 2])
-    emb.train()
-    assert torch.equal(emb(labels), emb.table.weight[[5, 5, 5]])
-    emb.eval()
-    assert torch.equal(emb(labels), emb.table.weight[[0, 1, 2]])
+    labels = drop_labels(torch.tensor([0, 1, 2]), torch.tensor([True, False, True]), null_label=5)
+    assert labels.tolist() == [5, 1, 5]
+    assert torch.equal(emb(labels), emb.table.weight[[5, 1, 5]])  # row num_classes is the null embedding
 
 
 def test_unconditional_and_dit_baseline():

@@ -5,6 +5,7 @@ import torch
 
 from diffusion.loss import MaskDiTLoss
 from diffusion.mask_schedule import mask_ratio_at
+from diffusion.step_draws import Draws, draw_step, micro_batch_offset
 from diffusion.strategies import build_strategy
 from diffusion.strategies.base import NoiseLevelStrategy
 from models.masking import TokenMask, random_mask
@@ -17,7 +18,7 @@ class FixedStrategy(NoiseLevelStrategy):
     def __init__(self, sigma, weight):
         self.sigma, self.weight = torch.tensor(sigma), torch.tensor(weight)
 
-    def sample_sigma(self, batch, device):
+    def sample_sigma(self, batch, device, generator=None):
         return self.sigma[:batch].clone()
 
     def loss_weight(self, sigma):
@@ -57,6 +58,10 @@ def test_edm_strategy_weight_and_lognormal():
         build_strategy("nope", {}, 0.5)
     with pytest.raises(ValueError, match="params"):
         build_strategy("edm", {"p_meen": 1.0}, 0.5)
+
+
+def draws_for(strategy, batch, shape, num_tokens, seed=1, label_dropout=0.0):
+    return draw_step(strategy, torch.Generator().manual_seed(seed), batch, shape, num_tokens, label_dropout, "cpu")
 
 
 class Scripted(torch.nn.Module):
@@ -101,11 +106,11 @@ def test_loss_matches_hand_computation():
     strategy = FixedStrategy([0.7, 3.0], [1.5, 0.25])
     loss_fn = MaskDiTLoss(patch_size=4, num_tokens=4, mae_weight=0.1)
     net = Scripted(d)
-    torch.manual_seed(1)
-    terms = loss_fn(net, y, None, strategy, mask_ratio=0.5)
-    torch.manual_seed(1)
-    noise = torch.randn_like(y)
-    mask = random_mask(2, 4, 0.5, "cpu")
+    draws = draws_for(strategy, 2, (2, 8, 8), 4)
+    terms = loss_fn(net, y, None, strategy, 0.5, draws)
+    gen = torch.Generator().manual_seed(1)  # the same sequence of draws, made by hand
+    noise = torch.randn((2, 2, 8, 8), generator=gen)
+    mask = random_mask(2, 4, 0.5, "cpu", generator=gen)
     assert torch.allclose(net.noisy, y + noise * torch.tensor([0.7, 3.0])[:, None, None, None])
     expected = hand_loss(d, y, net.noisy, mask.mask, strategy.weight, 4, 0.1)
     assert torch.allclose(terms.total, expected, atol=1e-5)
@@ -118,12 +123,12 @@ def test_mae_term_only_over_masked_tokens_and_dsm_only_over_visible():
     mask = TokenMask(ids_keep=torch.tensor([[0, 3]]), ids_restore=torch.tensor([[0, 2, 3, 1]]),
                      mask=torch.tensor([[0.0, 1.0, 1.0, 0.0]]))
     loss_fn = MaskDiTLoss(patch_size=4, num_tokens=4, mae_weight=0.1)
-    loss_fn.make_mask = lambda batch, ratio, device: mask
+    loss_fn.make_mask = lambda noise, ratio: mask
     strategy = FixedStrategy([1.0], [1.0])
+    draws = draws_for(strategy, 1, (1, 8, 8), 4, seed=3)
 
     def terms_for(d_):
-        torch.manual_seed(3)
-        return loss_fn(Scripted(d_), y, None, strategy, 0.5)
+        return loss_fn(Scripted(d_), y, None, strategy, 0.5, draws)
 
     base = terms_for(d)
     d_vis = d.clone()
@@ -139,7 +144,8 @@ def test_unmasked_loss_is_plain_edm_over_all_tokens():
     torch.manual_seed(0)
     y, d = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8)
     loss_fn = MaskDiTLoss(patch_size=4, num_tokens=4, mae_weight=0.1)
-    terms = loss_fn(Scripted(d), y, None, FixedStrategy([1.0, 2.0], [2.0, 3.0]), mask_ratio=0.0)
+    strategy = FixedStrategy([1.0, 2.0], [2.0, 3.0])
+    terms = loss_fn(Scripted(d), y, None, strategy, 0.0, draws_for(strategy, 2, (1, 8, 8), 4))
     expected = torch.tensor([2.0, 3.0]) * ((d - y) ** 2).mean((1, 2, 3))
     assert torch.allclose(terms.total, expected) and torch.equal(terms.mae, torch.zeros(2))
 
@@ -152,3 +158,29 @@ def test_mask_ratio_schedules():
     assert mask_ratio_at(0.5, "cosine", 0.5, 0.1) == pytest.approx(0.3)
     with pytest.raises(ValueError):
         mask_ratio_at(0.5, "step", 0.5, 0.1)
+
+
+def test_step_draws_slice_is_independent_of_the_process_layout():
+    """1 process x 8 samples x 2 rounds and 2 processes x 4 x 2 rounds see the same per-sample draws."""
+    strategy = build_strategy("edm", {}, 0.5)
+    full = draws_for(strategy, 16, (1, 4, 4), 4, label_dropout=0.5)
+    one = [full.slice(micro_batch_offset(r, 0, 1, 8), 8) for r in range(2)]
+    two = {(r, k): full.slice(micro_batch_offset(r, k, 2, 4), 4) for r in range(2) for k in range(2)}
+    # global order: round-major, then rank
+    assert torch.equal(torch.cat([one[0].noise, one[1].noise]),
+                       torch.cat([two[(0, 0)].noise, two[(0, 1)].noise, two[(1, 0)].noise, two[(1, 1)].noise]))
+    assert full.label_drop.any() and not full.label_drop.all()
+
+
+def test_label_dropout_happens_in_the_loss():
+    seen = {}
+
+    class Net(torch.nn.Module):
+        def forward(self, noisy, sigma, labels, mask):
+            seen["labels"] = labels
+            return noisy
+
+    strategy = FixedStrategy([1.0, 1.0, 1.0], [1.0, 1.0, 1.0])
+    draws = Draws(torch.ones(3), torch.zeros(3, 1, 4, 4), torch.rand(3, 1), torch.tensor([True, False, True]))
+    MaskDiTLoss(4, 1, 0.1, null_label=7)(Net(), torch.zeros(3, 1, 4, 4), torch.tensor([1, 2, 3]), strategy, 0.0, draws)
+    assert seen["labels"].tolist() == [7, 2, 7]

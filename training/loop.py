@@ -20,6 +20,7 @@ from dataio.sources import TrainingData, build_training_data, check_matches_mode
 from diffusion.loss import MaskDiTLoss
 from diffusion.mask_schedule import mask_ratio_at
 from diffusion.samplers import edm_sample, guided_denoiser
+from diffusion.step_draws import draw_step, micro_batch_offset, step_generator
 from diffusion.strategies import build_strategy
 from diffusion.telemetry import SigmaTelemetry, plot_telemetry
 from models.build import build_network, count_parameters
@@ -59,8 +60,9 @@ def crossed(prev_nimg: int, cur_nimg: int, every_kimg: float) -> bool:
 
 
 def make_accelerator(cfg: Config, run_dir: Path) -> Accelerator:
+    # cpu=True without CUDA: a torchrun launch on a CPU machine then runs distributed over gloo.
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, log_with="tensorboard",
-                              project_dir=str(run_dir))
+                              project_dir=str(run_dir), cpu=not torch.cuda.is_available())
     if accelerator.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = cfg.train.tf32
         torch.backends.cudnn.allow_tf32 = cfg.train.tf32
@@ -135,14 +137,25 @@ class Trainer:
         warmup_nimg = self.cfg.optim.warmup_kimg * 1000
         return self.cfg.optim.lr * (min(1.0, cur_nimg / warmup_nimg) if warmup_nimg > 0 else 1.0)
 
+    def draws(self, step: int):
+        """This step's random draws for the whole global batch (identical on every process)."""
+        m, dev = self.cfg.model, self.accelerator.device
+        gen = step_generator(self.cfg.train.seed, step, dev)
+        return draw_step(self.strategy, gen, self.cfg.train.batch_size, (m.in_channels, m.resolution, m.resolution),
+                         self.loss_fn.num_tokens, m.label_dropout if m.num_classes else 0.0, dev)
+
     def step(self, progress: Progress, mask_ratio: float) -> None:
         seen_sigma, seen_loss = [], []
+        acc = self.accelerator
+        step_draws = self.draws(progress.step)
         for round_idx in range(self.accum_rounds):
             images, labels = self.batches.next()
             labels = labels if self.cfg.model.num_classes else None
+            offset = micro_batch_offset(round_idx, acc.process_index, acc.num_processes, len(images))
             sync = round_idx == self.accum_rounds - 1
             with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.train_net):
-                terms = self.loss_fn(self.train_net, images, labels, self.strategy, mask_ratio)
+                terms = self.loss_fn(self.train_net, images, labels, self.strategy, mask_ratio,
+                                     step_draws.slice(offset, len(images)))
                 self.accelerator.backward(terms.total.mean() / self.accum_rounds)
             with torch.no_grad():
                 self.sums += torch.stack([terms.total.sum(), terms.denoise.sum(), terms.mae.sum(),
@@ -193,16 +206,25 @@ def write_grid(ema: EMA, cfg: Config, decoder: Decoder, path: Path, device) -> N
     save_png_atomic(grid_image(to_uint8(images), cols=classes or None), path)
 
 
+def parameter_checksum(net: torch.nn.Module) -> float:
+    """Sum of all parameters in float64: equal on every rank unless replicas diverged."""
+    return float(sum(p.detach().double().sum() for p in net.parameters()))
+
+
 def save_checkpoint(run_dir: Path, cfg: Config, trainer: "Trainer", progress: Progress) -> Path | None:
-    """Collective (RNG states are gathered from every rank); rank 0 writes."""
+    """Collective (RNG states and parameter checksums are gathered from every rank); rank 0 writes."""
     rng = gather_object([ckpt.capture_rng()])
     acc = trainer.accelerator
+    checksums = gather_object([parameter_checksum(acc.unwrap_model(trainer.net))])
     if not acc.is_main_process:
         return None
+    if len(set(checksums)) > 1:
+        print(f"warning: parameters differ across processes at step {progress.step}: {checksums}", flush=True)
     state = {"net": acc.unwrap_model(trainer.net).state_dict(), "optimizer": trainer.optimizer.state_dict(),
              "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
              "strategy": trainer.strategy.state_dict(), "data": trainer.batches.state_dict(), "rng": rng,
-             "cur_nimg": progress.cur_nimg, "step": progress.step, "config": to_dict(cfg)}
+             "cur_nimg": progress.cur_nimg, "step": progress.step, "config": to_dict(cfg),
+             "param_checksums": checksums}
     snapshot = snapshot_dict(trainer.ema, cfg, trainer.data.snapshot_meta, progress.cur_nimg)
     return ckpt.write_checkpoint(run_dir, progress.step, state, snapshot, cfg.train.keep_checkpoints)
 
@@ -253,7 +275,8 @@ def train(cfg: Config, init_from: str | None = None, stop_after_kimg: float | No
               f"batch {cfg.train.batch_size}; strategy {strategy.name}; run dir {run_dir}")
 
     spec = accelerator.unwrap_model(net).backbone.spec
-    loss_fn = MaskDiTLoss(spec.patch_size, (spec.resolution // spec.patch_size) ** 2, cfg.mask.mae_weight)
+    loss_fn = MaskDiTLoss(spec.patch_size, (spec.resolution // spec.patch_size) ** 2, cfg.mask.mae_weight,
+                          spec.num_classes if spec.num_classes else None)
     trainer = Trainer(cfg, accelerator, net, train_net, ema, optimizer, strategy, loss_fn, data, accum_rounds)
     if run_state is not None:
         restore_rng_of(run_state, accelerator, log)

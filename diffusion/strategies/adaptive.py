@@ -42,11 +42,11 @@ class LogSigmaBins:
     def index(self, sigma: torch.Tensor) -> torch.Tensor:
         return torch.bucketize(sigma.double().log(), self.inner_edges.to(sigma.device))
 
-    def sample(self, bin_probs: torch.Tensor, batch: int, device) -> torch.Tensor:
+    def sample(self, bin_probs: torch.Tensor, batch: int, device, generator=None) -> torch.Tensor:
         """Pick bins from q(b), then ln σ from the base density truncated to the bin. -> (batch,) σ."""
-        b = torch.multinomial(bin_probs.to(device).float(), batch, replacement=True)
+        b = torch.multinomial(bin_probs.to(device).float(), batch, replacement=True, generator=generator)
         lo, hi = self.cdf_lo.to(device)[b], self.cdf_hi.to(device)[b]
-        u = lo + (hi - lo) * torch.rand(batch, device=device, dtype=torch.float64)
+        u = lo + (hi - lo) * torch.rand(batch, device=device, dtype=torch.float64, generator=generator)
         u = u.clamp(1e-12, 1 - 1e-12)
         return (self.p_mean + self.p_std * torch.special.ndtri(u)).exp().float()
 
@@ -100,8 +100,8 @@ class BinnedAdaptive(NoiseLevelStrategy):
         """q(b); the base log-normal mass unless a subclass learns something else. (B,) float64."""
         return self.bins.base_mass
 
-    def sample_sigma(self, batch: int, device) -> torch.Tensor:
-        return self.bins.sample(self.bin_probs(), batch, device)
+    def sample_sigma(self, batch: int, device, generator=None) -> torch.Tensor:
+        return self.bins.sample(self.bin_probs(), batch, device, generator)
 
     def importance_ratio(self, sigma: torch.Tensor) -> torch.Tensor:
         """p(σ)/q(σ) = p(b)/q(b) for the bin of σ: keeps the objective's expectation under q."""

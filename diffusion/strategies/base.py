@@ -17,8 +17,8 @@ class NoiseLevelStrategy(ABC):
     learns_from_losses = False
 
     @abstractmethod
-    def sample_sigma(self, batch: int, device) -> torch.Tensor:
-        """(batch,) float32 noise levels."""
+    def sample_sigma(self, batch: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(batch,) float32 noise levels, drawn from `generator` (the global RNG when None)."""
 
     @abstractmethod
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
@@ -43,6 +43,6 @@ def edm_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
     return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
 
 
-def lognormal_sigma(batch: int, device, p_mean: float, p_std: float) -> torch.Tensor:
+def lognormal_sigma(batch: int, device, p_mean: float, p_std: float, generator=None) -> torch.Tensor:
     """ln σ ~ N(p_mean, p_std²) (EDM's training distribution). -> (batch,)"""
-    return (torch.randn(batch, device=device) * p_std + p_mean).exp()
+    return (torch.randn(batch, device=device, generator=generator) * p_std + p_mean).exp()

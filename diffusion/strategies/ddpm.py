@@ -44,11 +44,11 @@ class TimestepStrategy(NoiseLevelStrategy):
         self.probs = torch.from_numpy(probs / probs.sum()).float()
         self.eps_weights = torch.from_numpy(eps_weights).float()
 
-    def sample_timesteps(self, batch: int, device) -> torch.Tensor:
-        return torch.multinomial(self.probs.to(device), batch, replacement=True)
+    def sample_timesteps(self, batch: int, device, generator=None) -> torch.Tensor:
+        return torch.multinomial(self.probs.to(device), batch, replacement=True, generator=generator)
 
-    def sample_sigma(self, batch: int, device) -> torch.Tensor:
-        return self.schedule.sigma(self.sample_timesteps(batch, device))
+    def sample_sigma(self, batch: int, device, generator=None) -> torch.Tensor:
+        return self.schedule.sigma(self.sample_timesteps(batch, device, generator))
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         t = self.schedule.timestep(sigma)

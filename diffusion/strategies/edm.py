@@ -13,8 +13,8 @@ class EDMLogNormal(NoiseLevelStrategy):
     def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, sigma_data: float = 0.5):
         self.p_mean, self.p_std, self.sigma_data = p_mean, p_std, sigma_data
 
-    def sample_sigma(self, batch: int, device) -> torch.Tensor:
-        return lognormal_sigma(batch, device, self.p_mean, self.p_std)
+    def sample_sigma(self, batch: int, device, generator=None) -> torch.Tensor:
+        return lognormal_sigma(batch, device, self.p_mean, self.p_std, generator)
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         return edm_weight(sigma, self.sigma_data)

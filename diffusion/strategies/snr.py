@@ -22,10 +22,11 @@ class MinSNR(NoiseLevelStrategy):
         self.gamma, self.soft, self.sampling, self.p_mean, self.p_std = gamma, soft, sampling, p_mean, p_std
         self.schedule = DDPMSchedule() if sampling == "ddpm_uniform" else None
 
-    def sample_sigma(self, batch: int, device) -> torch.Tensor:
+    def sample_sigma(self, batch: int, device, generator=None) -> torch.Tensor:
         if self.schedule is not None:
-            return self.schedule.sigma(torch.randint(0, self.schedule.num_steps, (batch,), device=device))
-        return lognormal_sigma(batch, device, self.p_mean, self.p_std)
+            t = torch.randint(0, self.schedule.num_steps, (batch,), device=device, generator=generator)
+            return self.schedule.sigma(t)
+        return lognormal_sigma(batch, device, self.p_mean, self.p_std, generator)
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         if self.soft:
@@ -42,8 +43,8 @@ class LogitNormal(NoiseLevelStrategy):
     def __init__(self, m: float = 0.0, s: float = 1.0, sigma_data: float = 0.5):
         self.m, self.s = m, s
 
-    def sample_sigma(self, batch: int, device) -> torch.Tensor:
-        t = torch.sigmoid(torch.randn(batch, device=device) * self.s + self.m)
+    def sample_sigma(self, batch: int, device, generator=None) -> torch.Tensor:
+        t = torch.sigmoid(torch.randn(batch, device=device, generator=generator) * self.s + self.m)
         return t / (1 - t)
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
@@ -59,9 +60,9 @@ class LaplaceLogSNR(NoiseLevelStrategy):
     def __init__(self, mu: float = 0.0, b: float = 0.5, sigma_data: float = 0.5):
         self.mu, self.b, self.sigma_data = mu, b, sigma_data
 
-    def sample_sigma(self, batch: int, device) -> torch.Tensor:
+    def sample_sigma(self, batch: int, device, generator=None) -> torch.Tensor:
         # Inverse CDF: λ = μ − b·sgn(u − ½)·ln(1 − 2|u − ½|), u ~ U(0, 1).
-        u = torch.rand(batch, device=device, dtype=torch.float64).clamp(1e-12, 1 - 1e-12) - 0.5
+        u = torch.rand(batch, device=device, dtype=torch.float64, generator=generator).clamp(1e-12, 1 - 1e-12) - 0.5
         log_snr = self.mu - self.b * torch.sign(u) * torch.log1p(-2 * u.abs())
         return torch.exp(-0.5 * log_snr).float()
 

@@ -42,11 +42,11 @@ class SpeeD(TimestepStrategy):
         self.tau, self.dual, self.ms = tau, dual, meaningful_steps(schedule)
         self.tau_sigma = float(schedule.sigmas[tau - 1])  # t < τ ⇔ σ ≤ σ_{τ−1} ≈ 11.94
 
-    def sample_timesteps(self, batch: int, device) -> torch.Tensor:
+    def sample_timesteps(self, batch: int, device, generator=None) -> torch.Tensor:
         if not self.dual:
-            return super().sample_timesteps(batch, device)
+            return super().sample_timesteps(batch, device, generator)
         # Draw ⌊B/2⌋+1, reflect t' = ms − t (t < ms) or t − ms (t ≥ ms), keep the first B.
-        t = super().sample_timesteps(batch // 2 + 1, device)
+        t = super().sample_timesteps(batch // 2 + 1, device, generator)
         mirrored = torch.where(t < self.ms, self.ms - t, t - self.ms)
         return torch.cat([t, mirrored])[:batch]
 
@@ -66,13 +66,13 @@ class SpeeDEDM(NoiseLevelStrategy):
         self.log_sigma_tau = float(np.log(self.tau_sigma))
         self.w_t = torch.from_numpy(change_aware_weights(self.schedule, tau, lam)).float()
 
-    def sample_sigma(self, batch: int, device) -> torch.Tensor:
+    def sample_sigma(self, batch: int, device, generator=None) -> torch.Tensor:
         normal = torch.distributions.Normal(torch.tensor(self.p_mean, dtype=torch.float64),
                                             torch.tensor(self.p_std, dtype=torch.float64))
         cdf_tau = normal.cdf(torch.tensor(self.log_sigma_tau, dtype=torch.float64))
         below_mass = self.k * cdf_tau / (self.k * cdf_tau + (1 - cdf_tau))
-        below = torch.rand(batch, device=device, dtype=torch.float64) < below_mass.to(device)
-        u = torch.rand(batch, device=device, dtype=torch.float64)
+        below = torch.rand(batch, device=device, dtype=torch.float64, generator=generator) < below_mass.to(device)
+        u = torch.rand(batch, device=device, dtype=torch.float64, generator=generator)
         cdf_tau = cdf_tau.to(device)
         u = torch.where(below, u * cdf_tau, cdf_tau + u * (1 - cdf_tau))  # inverse CDF of the truncated part
         return (self.p_mean + self.p_std * torch.special.ndtri(u)).exp().float()
