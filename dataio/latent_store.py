@@ -6,6 +6,7 @@ moments), dtype, vae, scaling_factor, resolution, xflip, num_classes, source, co
 """
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,17 +34,44 @@ def decode_record(buf: bytes, shape: tuple, dtype: np.dtype, where: str) -> tupl
     return np.frombuffer(buf[8:], dtype=dtype).reshape(shape), label
 
 
+_READ_ENVS: dict[tuple[int, str], object] = {}
+
+
+def _env_key(path: str | Path) -> tuple[int, str]:
+    return os.getpid(), str(Path(path).resolve())
+
+
+def open_readonly(path: str | Path):
+    """One read-only environment per (process, path), kept open for record reads. LMDB refuses a second
+    open of a path in one process, and a forked DataLoader worker inherits that bookkeeping: so the main
+    process should not hold one open when workers start (see release_read_envs)."""
+    import lmdb
+
+    key = _env_key(path)
+    if key not in _READ_ENVS:
+        _READ_ENVS[key] = lmdb.open(key[1], readonly=True, lock=False, readahead=False, max_readers=256)
+    return _READ_ENVS[key]
+
+
+def release_read_envs() -> None:
+    """Close this process's cached read environments (before starting DataLoader workers)."""
+    for key in [k for k in _READ_ENVS if k[0] == os.getpid()]:
+        _READ_ENVS.pop(key).close()
+
+
 def read_meta(path: str | Path) -> dict:
-    """The metadata of a complete store; one clear error otherwise."""
+    """The metadata of a complete store; one clear error otherwise. Leaves no environment open."""
     import lmdb
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"LMDB {path} not found")
-    env = lmdb.open(str(path), readonly=True, lock=False, readahead=False)
+    cached = _READ_ENVS.get(_env_key(path))
+    env = cached or lmdb.open(str(path), readonly=True, lock=False, readahead=False)
     with env.begin() as txn:
         raw = txn.get(META_KEY)
-    env.close()
+    if cached is None:
+        env.close()
     if raw is None:
         raise ValueError(f"LMDB {path}: no {META_KEY.decode()} record (extraction not finished? re-run it)")
     meta = json.loads(raw)
@@ -92,22 +120,12 @@ class LatentLMDB(torch.utils.data.Dataset):
         self.meta = read_meta(path)
         self.shape = tuple(self.meta["shape"])
         self.dtype = np.dtype(self.meta["dtype"])
-        self._env = None
 
     def __len__(self) -> int:
         return self.meta["count"]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        if self._env is None:
-            import lmdb
-
-            self._env = lmdb.open(self.path, readonly=True, lock=False, readahead=False, max_readers=256)
-        with self._env.begin() as txn:
+        with open_readonly(self.path).begin() as txn:
             buf = txn.get(record_key(index))
         moments, label = decode_record(buf, self.shape, self.dtype, f"LMDB {self.path} key {index:09d}")
         return torch.from_numpy(moments.astype(np.float32)), label
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_env"] = None
-        return state

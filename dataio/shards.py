@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dataio.latent_store import LatentLMDB, read_meta
+from dataio.latent_store import LatentLMDB, release_read_envs
 
 INDEX_FILE = "index.json"
 
@@ -42,6 +42,7 @@ def write_shards(lmdb_path: str | Path, out_dir: str | Path, shard_size: int, se
     total = sum(s["count"] for s in shards)
     if total != len(store):
         raise RuntimeError(f"wrote {total} samples but the store holds {len(store)}")
+    release_read_envs()
     index = {"count": total, "shards": shards, "seed": seed, "meta": store.meta}
     tmp = out_dir / f".{INDEX_FILE}.tmp"
     tmp.write_text(json.dumps(index, indent=1))

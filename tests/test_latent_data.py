@@ -183,3 +183,14 @@ def test_latent_shape_mismatch_fails_before_training(store, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1
     assert "sample shape (4, 8, 8) does not match the model" in lines[0]
+
+
+def test_two_process_extraction_writes_the_same_store(tmp_path, image_tree, tiny_vae, store):
+    out = tmp_path / "two.lmdb"
+    run_cli("extract_latent.py", "--source", f"imagefolder:{image_tree}", "--resolution", "16", "--vae", str(tiny_vae),
+            "--out", str(out), "--batch-size", "4", "--xflip", "--dtype", "float32", processes=2)
+    two, one = LatentLMDB(out), LatentLMDB(store)
+    assert read_meta(out) == read_meta(store) and set(all_records(out)) == set(all_records(store))
+    for i in range(len(one)):  # other batch compositions: equal up to the last float bits of the VAE
+        (m2, y2), (m1, y1) = two[i], one[i]
+        assert y1 == y2 and torch.allclose(m1, m2, atol=1e-5)

@@ -78,3 +78,18 @@ def test_shape_mismatch_fails_before_training(tmp_path, tiny_fmnist):
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "sample shape (1, 32, 32) does not match the model" in lines[0]
+
+
+@pytest.mark.parametrize("strategy", sorted(__import__("diffusion.strategies", fromlist=["STRATEGIES"]).STRATEGIES))
+def test_every_strategy_trains_and_writes_telemetry(strategy, tmp_path, tiny_fmnist):
+    run_dir = tmp_path / strategy
+    train_tiny(run_dir, tiny_fmnist, f"diffusion.strategy.name={strategy}", "train.total_kimg=0.064",
+               "train.sample_kimg=0.064", "diffusion.strategy.params={}" if strategy != "min_snr" else
+               "diffusion.strategy.params.gamma=5.0")
+    assert (run_dir / "samples" / "sigma-000000kimg.png").is_file()
+    stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    bins = stats[-1]["sigma_bins"]
+    assert len(bins["ln_sigma"]) == len(bins["density"]) == len(bins["weight"])
+    assert sum(bins["density"]) > 0 and all(w > 0 for w in bins["weight"])
+    state = torch.load(run_dir / "checkpoints" / "000000004" / "training_state.pt", weights_only=False)
+    assert state["config"]["diffusion"]["strategy"]["name"] == strategy
