@@ -33,12 +33,16 @@ def strip_compile_prefix(state: dict) -> dict:
 
 
 def resolve_snapshot_path(path: str | Path) -> Path:
-    """Snapshot file, checkpoint dir (its ema.pt), or run dir (its newest snapshot)."""
+    """Snapshot file, checkpoint dir (its ema.pt), or run dir: the EMA of its newest checkpoint (always the
+    latest EMA state), else its newest snapshot."""
     path = Path(path)
     if path.is_file():
         return path
     if (path / "ema.pt").is_file():
         return path / "ema.pt"
+    checkpoints = [d for d in (path / "checkpoints").glob("[0-9]*") if (d / "ema.pt").is_file()] if path.is_dir() else []
+    if checkpoints:
+        return max(checkpoints, key=lambda d: int(d.name)) / "ema.pt"
     snaps = sorted((path / "snapshots").glob("ema-*.pt")) if path.is_dir() else []
     if snaps:
         return snaps[-1]
