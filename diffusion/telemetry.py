@@ -37,7 +37,8 @@ class SigmaTelemetry:
 
 
 def plot_telemetry(summary: dict, title: str, path: Path) -> None:
-    """Loss (unweighted, per bin), sampling density and λ(σ)·density vs ln σ, one PNG, written atomically."""
+    """Loss (unweighted, per bin), sampling density and each bin's share of the weighted loss vs ln σ; one PNG,
+    written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,9 +55,10 @@ def plot_telemetry(summary: dict, title: str, path: Path) -> None:
     ax_loss.set_ylabel("unweighted loss ||D − y||²")
     ax_loss.set_title(title)
     ax_density.bar(x, summary["density"], width=(x[1] - x[0]) * 0.9, alpha=0.6, label="sampling density")
-    effective = [d * w for d, w in zip(summary["density"], summary["weight"])]
-    total = sum(effective) * (x[1] - x[0]) or 1.0
-    ax_density.plot(x, [e / total for e in effective], "r-", label="density × weight (normalised)")
+    # Where the objective's mass sits: density × weight × loss per bin (the weighted loss each bin contributes).
+    share = [d * w * (l or 0.0) for d, w, l in zip(summary["density"], summary["weight"], summary["loss"])]
+    total = sum(share) * (x[1] - x[0]) or 1.0
+    ax_density.plot(x, [v / total for v in share], "r-", label="share of the weighted loss (normalised)")
     ax_density.set_xlabel("ln σ")
     ax_density.legend(fontsize=8)
     fig.tight_layout()
