@@ -21,9 +21,9 @@ from accelerate.utils import gather_object
 
 from dataio.autoencoder import Decoder
 from evaluation.config import load_eval_config
-from evaluation.evaluate import (build_feature_net, collect_features, compute_metrics, generated_batches,
-                                 metrics_table, reference_pool_features, source_batches)
-from evaluation.metrics import load_reference, save_reference
+from evaluation.evaluate import (build_feature_net, collect_features, generated_batches, metrics_table,
+                                 reference_pool_features, source_batches)
+from evaluation.metrics import compute_metrics, load_reference, save_reference
 from models.snapshot import load_for_sampling
 from utils.layered_config import ConfigError
 

@@ -10,7 +10,6 @@ batch size or the number of processes. Writing to a folder skips images that alr
 """
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from dataio.autoencoder import Decoder
 from dataio.image_io import grid_image, save_png_atomic, to_uint8
 from diffusion.generation import SamplingOptions, generate, labels_for_seeds
 from models.snapshot import load_for_sampling
+from utils.atomic import atomic_savez
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -105,10 +105,7 @@ def write_collected(results, labels, seeds, kind: str, out: Path, cols: int | No
     arrays = {"arr_0": images}
     if labels is not None:
         arrays["arr_1"] = labels.numpy()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, out)
+    atomic_savez(out, **arrays)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.cache import cache_root
+
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"  # apt-get install dataset-fashion-mnist
 MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 FILES = {
@@ -18,7 +20,7 @@ CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", 
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("MASKDIT_CACHE", Path.home() / ".cache" / "maskdit")) / "fashion-mnist"
+    return cache_root() / "fashion-mnist"
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -1,12 +1,13 @@
 """Image conversion and grids. uint8 conversion rounds (the reference truncated)."""
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from utils.atomic import atomic_path
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -28,17 +29,11 @@ def grid_image(images: np.ndarray, cols: int | None = None) -> Image.Image:
 
 
 def save_png_atomic(image: Image.Image, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
 
 
 def save_figure_atomic(fig, path: str | Path) -> None:
     """Matplotlib figure -> PNG via temp file + rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)

@@ -6,13 +6,13 @@ no dots. `index.json` lists the shards with their counts and repeats the store's
 
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from dataio.latent_store import LatentLMDB, release_read_envs
+from utils.atomic import atomic_path, atomic_write_text
 
 INDEX_FILE = "index.json"
 
@@ -29,24 +29,20 @@ def write_shards(lmdb_path: str | Path, out_dir: str | Path, shard_size: int, se
     shards = []
     for shard_no, start in enumerate(range(0, len(order), shard_size)):
         name = f"shard-{shard_no:06d}.tar"
-        tmp = out_dir / f".{name}.tmp{os.getpid()}"
         chunk = order[start:start + shard_size]
-        with wds.TarWriter(str(tmp)) as sink:
+        with atomic_path(out_dir / name) as tmp, wds.TarWriter(str(tmp)) as sink:
             for index in chunk:
                 moments, label = store[index]
                 buf = io.BytesIO()
                 np.save(buf, moments.numpy().astype(store.dtype))
                 sink.write({"__key__": f"s{index:09d}", "npy": buf.getvalue(), "cls": str(label).encode()})
-        os.replace(tmp, out_dir / name)
         shards.append({"name": name, "count": len(chunk)})
     total = sum(s["count"] for s in shards)
     if total != len(store):
         raise RuntimeError(f"wrote {total} samples but the store holds {len(store)}")
     release_read_envs()
     index = {"count": total, "shards": shards, "seed": seed, "meta": store.meta}
-    tmp = out_dir / f".{INDEX_FILE}.tmp"
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, out_dir / INDEX_FILE)
+    atomic_write_text(out_dir / INDEX_FILE, json.dumps(index, indent=1))
     return index
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from dataio.image_io import to_uint8
 from evaluation.config import EvalConfig
-from evaluation.metrics import SampleFeatures, compute_metrics
+from evaluation.metrics import SampleFeatures
 
 ImageBatch = tuple[torch.Tensor, torch.Tensor | None]  # uint8 (N, C, H, W), labels (N,) or None
 

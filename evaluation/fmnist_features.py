@@ -6,13 +6,14 @@ comparable with published FIDs), its logits an "IS_fmnist", and for class-condit
 classifier's accuracy on the requested labels ("class_accuracy") says how recognisable samples are.
 """
 
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from dataio.sources import fashion_mnist_padded
+from utils.atomic import atomic_torch_save
+from utils.cache import cache_root
 
 VERSION = 2
 
@@ -34,7 +35,7 @@ class FashionClassifier(nn.Module):
 
 
 def cache_path() -> Path:
-    return Path(os.environ.get("MASKDIT_CACHE", Path.home() / ".cache" / "maskdit")) / f"fmnist-classifier-v{VERSION}.pt"
+    return cache_root() / f"fmnist-classifier-v{VERSION}.pt"
 
 
 def train_classifier(data_dir: str | None, epochs: int = 2, seed: int = 0) -> FashionClassifier:
@@ -61,10 +62,7 @@ def load_or_train(data_dir: str | None = None) -> FashionClassifier:
         net.load_state_dict(torch.load(path, map_location="cpu"))
         return net.eval().requires_grad_(False)
     net = train_classifier(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(net.state_dict(), tmp)
-    os.replace(tmp, path)
+    atomic_torch_save(net.state_dict(), path)
     return net
 
 

@@ -12,13 +12,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from utils.cache import cache_root
+
 WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + WEIGHTS_NAME
 ENV_VAR = "MASKDIT_INCEPTION"
 
 
 def default_weights_path() -> Path:
-    return Path(os.environ.get("MASKDIT_CACHE", Path.home() / ".cache" / "maskdit")) / WEIGHTS_NAME
+    return cache_root() / WEIGHTS_NAME
 
 
 def resolve_weights(explicit: str | None) -> Path:

@@ -5,7 +5,6 @@ A reference npz holds `mu`, `sigma` (pool features) and optionally `mu_s`, `sigm
 ADM `VIRTUAL_*.npz` batches and EDM `mu/sigma` npz files are read as they are.
 """
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 from evaluation.frechet import FeatureStats, frechet_distance
 from evaluation.inception_score import inception_score
 from evaluation.precision_recall import precision_recall
+from utils.atomic import atomic_savez
 
 PR_FEATURES = 10_000  # precision/recall use up to this many feature vectors per side
 
@@ -58,11 +58,7 @@ def save_reference(stats: SampleFeatures, feature_net_name: str, path: Path) -> 
               "feature_net": np.array(feature_net_name)}
     if stats.spatial is not None:
         arrays["mu_s"], arrays["sigma_s"] = stats.spatial.mean_cov()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    atomic_savez(path, **arrays)
 
 
 def load_reference(path: str | Path) -> dict:

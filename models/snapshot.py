@@ -5,7 +5,6 @@ A snapshot is one torch file: {"format", "model" (ModelConfig fields), "ema" (st
 "kimg"}. `load_for_sampling` accepts a snapshot file, a checkpoint directory, or a run directory.
 """
 
-import os
 from pathlib import Path
 
 import torch
@@ -13,18 +12,6 @@ import torch
 from models.build import build_network
 
 SNAPSHOT_FORMAT = 1
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def strip_compile_prefix(state: dict) -> dict:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from dataio.autoencoder import encode_moments, load_vae
 from dataio.image_sources import adm_center_crop
-from dataio.latent_store import LatentLMDB, read_meta, record_key
+from dataio.latent_store import LatentLMDB, open_readonly, read_meta, record_key
 from dataio.shards import iterate_shards
 
 from conftest import TINY_OVERRIDES, run_cli
@@ -59,11 +59,8 @@ def store(tmp_path_factory, image_tree, tiny_vae):
 
 
 def all_records(path):
-    env = lmdb.open(str(path), readonly=True, lock=False)
-    with env.begin() as txn:
-        records = dict(txn.cursor())
-    env.close()
-    return records
+    with open_readonly(path).begin() as txn:  # the suite's per-process env (LMDB allows one open per path)
+        return dict(txn.cursor())
 
 
 def test_stored_moments_equal_direct_encode(store, image_tree, tiny_vae):

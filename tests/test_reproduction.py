@@ -51,7 +51,7 @@ def test_dockerignore_keeps_results_and_git_out():
     assert {".git", "results"} <= set(ignored)
 
 
-@pytest.mark.parametrize("script,missing", [("scripts/imagenet256.sh", "IMAGENET"), ("scripts/launch_multinode.sh", "MAIN_ADDR")])
+@pytest.mark.parametrize("script,missing", [("scripts/imagenet.sh", "IMAGENET"), ("scripts/launch_multinode.sh", "MAIN_ADDR")])
 def test_recipe_scripts_fail_early_on_missing_inputs(script, missing):
     proc = subprocess.run(["bash", str(REPO / script)], capture_output=True, text=True, cwd=REPO,
                           env={"PATH": "/usr/bin:/bin"})

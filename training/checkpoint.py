@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.snapshot import atomic_torch_save, strip_compile_prefix
+from models.snapshot import strip_compile_prefix
+from utils.atomic import atomic_torch_save
 
 STATE_FILE = "training_state.pt"
 EMA_FILE = "ema.pt"

@@ -24,7 +24,7 @@ from diffusion.step_draws import draw_step, micro_batch_offset, step_generator
 from diffusion.strategies import build_strategy
 from diffusion.telemetry import SigmaTelemetry, plot_telemetry
 from models.build import build_network, count_parameters
-from models.snapshot import SNAPSHOT_FORMAT
+from models.snapshot import SNAPSHOT_FORMAT, load_for_sampling
 from training import checkpoint as ckpt
 from training.config import Config, ConfigError, to_dict, to_yaml
 from training.ema import EMA, ema_beta
@@ -111,9 +111,7 @@ def init_weights_from(path: str, net, ema: EMA) -> str:
         net.load_state_dict(run_state["net"])
         ema.load_state_dict(snapshot["ema"])
         return f"weights + EMA from checkpoint {path}"
-    from models.snapshot import load_for_sampling  # a bare snapshot: EMA weights serve for both
-
-    ema_net, _ = load_for_sampling(path)
+    ema_net, _ = load_for_sampling(path)  # a bare snapshot: its EMA weights serve for both
     net.load_state_dict(ema_net.state_dict())
     ema.load_state_dict(ema_net.state_dict())
     return f"EMA weights from snapshot {path} (used for model and EMA)"
