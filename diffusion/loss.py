@@ -36,7 +36,10 @@ def per_token_sq_error(pred: torch.Tensor, target: torch.Tensor, patch: int) -> 
 
 
 def mae_per_token(denoised: torch.Tensor, noisy: torch.Tensor, patch: int) -> torch.Tensor:
-    """MAE auxiliary term (MaskDiT Eq. 4): predict the per-patch-normalised noisy input. -> (N, L)."""
+    """MAE auxiliary term (MaskDiT Eq. 4): predict the per-patch-normalised noisy input. -> (N, L).
+
+    As in the reference, the prediction is the full preconditioned D, which at masked positions still holds
+    c_skip·x: the noisy input leaks through the skip path (a quirk of the method, kept for fidelity)."""
     target = patchify(noisy, patch)  # (N, L, p*p*C)
     mean = target.mean(-1, keepdim=True)
     var = target.var(-1, keepdim=True)  # unbiased, as MAE's norm_pix_loss
