@@ -87,6 +87,7 @@ class LatentWriter:
         import lmdb
 
         self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.env = lmdb.open(str(self.path), map_size=MAP_SIZE, subdir=True, max_readers=256)
 
     def existing_indices(self) -> set[int]:

@@ -191,3 +191,13 @@ def test_two_process_extraction_writes_the_same_store(tmp_path, image_tree, tiny
     for i in range(len(one)):  # other batch compositions: equal up to the last float bits of the VAE
         (m2, y2), (m1, y1) = two[i], one[i]
         assert y1 == y2 and torch.allclose(m1, m2, atol=1e-5)
+
+
+def test_format_wds_writes_shards_directly(tmp_path, image_tree, tiny_vae, store):
+    out = tmp_path / "nested" / "shards"
+    extract(f"imagefolder:{image_tree}", out, tiny_vae, "--xflip", "--dtype", "float32", "--format", "wds",
+            "--shard-size", "8")
+    index = json.loads((out / "index.json").read_text())
+    assert index["count"] == 30 and not (out / ".staging.lmdb").exists()
+    labels = sorted(label for _, label in iterate_shards(out, resampled=False))
+    assert labels == sorted(LatentLMDB(store)[i][1] for i in range(30))
