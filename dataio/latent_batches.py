@@ -49,12 +49,11 @@ def loader_kwargs(num_workers: int, device) -> dict:
 class LatentBatches:
     """next() -> (z (B, C, h, w) on device, labels (B,)); state_dict() -> the data position."""
 
-    def __init__(self, loader, scale: float, device, stream: ShuffledIndexStream | None, global_batch: int,
-                 xflip: bool):
+    def __init__(self, loader, scale: float, device, stream: ShuffledIndexStream | None, start: int,
+                 global_batch: int, xflip: bool):
         self.iterator = iter(loader)
         self.scale, self.device, self.xflip = scale, device, xflip
-        self.stream, self.global_batch = stream, global_batch
-        self.start = stream.position if stream is not None else 0
+        self.stream, self.start, self.global_batch = stream, start, global_batch
         self.consumed = 0
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:

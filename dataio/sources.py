@@ -57,9 +57,7 @@ def build_training_data(data_cfg, seed: int, rank: int, num_ranks: int, batch_gp
     """`data_state` is the checkpoint's data position (None for a fresh run)."""
     if data_cfg.source == "fashion_mnist":
         data = fashion_mnist_padded("train", data_cfg.path)
-        stream = ShuffledIndexStream(len(data), seed, rank, num_ranks, data_cfg.xflip)
-        if data_state is not None:
-            stream.load_state_dict(data_state)
+        stream = ShuffledIndexStream.resumed(len(data), seed, rank, num_ranks, data_cfg.xflip, data_state)
         return TrainingData(InMemoryBatches(data, stream, batch_gpu, device), tuple(data.images.shape[1:]),
                             data.num_classes, data.description, {"space": "pixel", "source": "fashion_mnist"})
     if data_cfg.source in ("lmdb", "wds"):
@@ -79,21 +77,18 @@ def latent_training_data(data_cfg, seed, rank, num_ranks, batch_gpu, device, dat
     meta = store.meta if store is not None else read_index(data_cfg.path)["meta"]
     if data_cfg.xflip and not meta["xflip"]:
         raise DataMismatchError(f"data.xflip: {data_cfg.path} was extracted without --xflip copies")
+    start = data_state["position"] if data_state is not None else 0
     if store is not None:
-        stream = ShuffledIndexStream(len(store), seed, rank, num_ranks, data_cfg.xflip)
-        if data_state is not None:
-            stream.load_state_dict(data_state)
+        stream = ShuffledIndexStream.resumed(len(store), seed, rank, num_ranks, data_cfg.xflip, data_state)
         loader = torch.utils.data.DataLoader(PickedCopies(store), batch_sampler=StreamBatchSampler(stream, batch_gpu),
                                              **kwargs)
     else:
         stream = None
-        resume_seed = seed + (data_state["position"] if data_state is not None else 0)
-        pipeline = iterate_shards(data_cfg.path, True, data_cfg.shuffle_buffer, resume_seed, rank)
+        pipeline = iterate_shards(data_cfg.path, True, data_cfg.shuffle_buffer, seed + start, rank)
         loader = torch.utils.data.DataLoader(pipeline, batch_size=batch_gpu, **kwargs)
     channels = meta["shape"][1] // 2
-    batches = LatentBatches(loader, meta["scaling_factor"], device, stream, batch_gpu * num_ranks, data_cfg.xflip)
-    if data_state is not None and stream is None:
-        batches.start = data_state["position"]
+    batches = LatentBatches(loader, meta["scaling_factor"], device, stream, start, batch_gpu * num_ranks,
+                            data_cfg.xflip)
     return TrainingData(batches, (channels, meta["shape"][2], meta["shape"][3]), meta["num_classes"],
                         f"{data_cfg.source} {data_cfg.path} {meta['count']} latents {channels}x{meta['shape'][2]}x"
                         f"{meta['shape'][3]}", {"space": "latent", "vae": meta["vae"],

@@ -16,6 +16,15 @@ class ShuffledIndexStream:
         self.position = 0
         self._epoch, self._perm, self._flip = -1, None, None
 
+    @classmethod
+    def resumed(cls, num_items: int, seed: int, rank: int, num_ranks: int, xflip: bool,
+                state: dict | None) -> "ShuffledIndexStream":
+        """A stream at the checkpoint's position (`state`), or at the start when None."""
+        stream = cls(num_items, seed, rank, num_ranks, xflip)
+        if state is not None:
+            stream.load_state_dict(state)
+        return stream
+
     def _load_epoch(self, epoch: int) -> None:
         if epoch != self._epoch:
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
