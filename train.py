@@ -24,7 +24,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--stop-after-min", type=float,
                         help="checkpoint and exit after this many minutes of training (re-run to continue)")
     parser.add_argument("overrides", nargs="*", help="config overrides as key=value (OmegaConf dotlist)")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # key=value overrides may come before or after options
 
 
 def main(argv=None) -> None:

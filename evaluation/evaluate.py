@@ -94,3 +94,33 @@ def metrics_table(metrics: dict, feature_net_name: str) -> str:
     return "\n".join(["| metric | value |", "|---|---|", *rows])
 
 
+
+
+def evaluate_snapshot(path, cfg: EvalConfig, feature_net, ref: dict, ref_pool: torch.Tensor | None, device,
+                      grid_path: Path | None = None) -> dict:
+    """Metrics of one snapshot in this process (single device; eval_latent.py spreads over processes).
+    With grid_path, the first 100 generated images are also saved there as a PNG grid (a class per column)."""
+    from dataio.autoencoder import Decoder
+    from evaluation.metrics import compute_metrics
+    from models.snapshot import load_for_sampling
+
+    net, meta = load_for_sampling(path, device)
+    seeds = list(range(cfg.seed_start, cfg.seed_start + cfg.num_samples))
+    batches = generated_batches(net, Decoder(meta["data"], device), cfg, seeds, device)
+    if grid_path is not None:
+        batches = _saving_first(batches, 100, grid_path, net.backbone.spec.num_classes or None)
+    stats = collect_features(feature_net, batches, cfg.pr_features, device)
+    return compute_metrics(stats, ref, ref_pool)
+
+
+def _saving_first(batches: Iterator[ImageBatch], count: int, path: Path, cols: int | None) -> Iterator[ImageBatch]:
+    """Pass batches through; once they are used up, save the first `count` images as one grid."""
+    from dataio.image_io import grid_image, save_png_atomic
+
+    kept = []
+    for images, labels in batches:
+        room = count - sum(len(k) for k in kept)
+        if room > 0:
+            kept.append(images[:room])
+        yield images, labels
+    save_png_atomic(grid_image(torch.cat(kept).permute(0, 2, 3, 1).numpy(), cols=cols), Path(path))

@@ -5,14 +5,18 @@ from dataclasses import asdict, fields, is_dataclass
 import torch
 
 from models.maskdit import ARCHS, BackboneSpec, MaskDiT
-from models.precond import EDMPrecond
+from models.precond import EDMPrecond, VPPrecond
+from models.unet import DDPMUNet, UNetSpec
+
+UNET_ARCH = "ddpm_unet"  # the DDPM CIFAR-10 U-Net baseline (models/unet.py)
+PRECONDS = ("edm", "vp")
 
 
 def backbone_spec(model_cfg) -> BackboneSpec:
     """Resolve the arch preset and explicit overrides into a BackboneSpec."""
     cfg = asdict(model_cfg) if is_dataclass(model_cfg) else dict(model_cfg)
     if cfg["arch"] not in ARCHS:
-        raise ValueError(f"model.arch: unknown {cfg['arch']!r}; choose from {sorted(ARCHS)}")
+        raise ValueError(f"model.arch: unknown {cfg['arch']!r}; choose from {sorted(ARCHS) + [UNET_ARCH]}")
     depth, width, heads = ARCHS[cfg["arch"]]
     spec_keys = {f.name for f in fields(BackboneSpec)}
     spec = {k: v for k, v in cfg.items() if k in spec_keys and v is not None}
@@ -22,9 +26,21 @@ def backbone_spec(model_cfg) -> BackboneSpec:
     return BackboneSpec(**spec)
 
 
+def build_backbone(cfg: dict) -> torch.nn.Module:
+    if cfg["arch"] == UNET_ARCH:
+        return DDPMUNet(UNetSpec(cfg["resolution"], cfg["in_channels"], cfg["num_classes"],
+                                 cfg.get("unet_channels", 128), cfg.get("unet_dropout", 0.1)))
+    return MaskDiT(backbone_spec(cfg))
+
+
 def build_network(model_cfg) -> EDMPrecond:
+    """Backbone by model.arch, wrapped in the preconditioning of model.precond (edm, or vp = ε-prediction)."""
     cfg = asdict(model_cfg) if is_dataclass(model_cfg) else dict(model_cfg)
-    return EDMPrecond(MaskDiT(backbone_spec(cfg)), sigma_data=cfg["sigma_data"])
+    precond = cfg.get("precond", "edm")  # snapshots written before the key existed are EDM
+    if precond not in PRECONDS:
+        raise ValueError(f"model.precond: unknown {precond!r}; choose from {list(PRECONDS)}")
+    backbone = build_backbone(cfg)
+    return VPPrecond(backbone) if precond == "vp" else EDMPrecond(backbone, sigma_data=cfg["sigma_data"])
 
 
 def count_parameters(net: torch.nn.Module, include_fixed_pos_embed: bool = True) -> int:

@@ -1,8 +1,13 @@
-"""EDM preconditioning (Karras et al. 2022, Table 1): D(x; σ) = c_skip(σ) x + c_out(σ) F(c_in(σ) x; c_noise(σ))."""
+"""Preconditioning (Karras et al. 2022, Table 1): D(x; σ) = c_skip(σ) x + c_out(σ) F(c_in(σ) x; c_noise(σ)).
+
+EDMPrecond is the EDM column (MaskDiT's choice); VPPrecond is the VP column on DDPM's discrete schedule, i.e.
+a plain ε-prediction network, for the classic DDPM baseline.
+"""
 
 import torch
 from torch import nn
 
+from diffusion.strategies.ddpm import DDPMSchedule
 from models.masking import TokenMask
 
 
@@ -32,3 +37,22 @@ class EDMPrecond(nn.Module):
         c_skip, c_out, c_in, c_noise = (s[:, None, None, None] for s in self.scalings(sigma))  # (N, 1, 1, 1)
         f = self.backbone(c_in * x, c_noise.flatten(), labels, mask)  # (N, C, H, W)
         return c_skip * x + c_out * f.float()
+
+
+class VPPrecond(EDMPrecond):
+    """ε-prediction: D = x − σ·F(x/√(σ²+1); t(σ)), with t the (fractional) DDPM step of σ on the linear-β schedule.
+
+    With the ddpm_uniform strategy (x0-space weight 1/σ²) the loss λ||D − y||² equals DDPM's ||ε − F||²:
+    D − y = σ(ε − F)."""
+
+    def __init__(self, backbone: nn.Module, num_train_steps: int = 1000):
+        super().__init__(backbone, sigma_data=1.0)
+        self.schedule = DDPMSchedule(num_train_steps)
+
+    def scalings(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        # EDM Table 1, VP column: c_skip = 1, c_out = −σ, c_in = 1/√(σ²+1), c_noise = t(σ) (discrete: the DDPM step).
+        c_skip = torch.ones_like(sigma)
+        c_out = -sigma
+        c_in = 1 / (sigma**2 + 1).sqrt()
+        c_noise = self.schedule.fractional_timestep(sigma)
+        return c_skip, c_out, c_in, c_noise

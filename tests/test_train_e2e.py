@@ -47,6 +47,31 @@ def test_interrupted_and_rerun_matches_uninterrupted(full_run, tmp_path, tiny_fm
     assert all(torch.equal(a_opt[k]["exp_avg_sq"], b_opt[k]["exp_avg_sq"]) for k in a_opt)
 
 
+def snapshot_minutes(run_dir):
+    return [torch.load(p, weights_only=False)["train_minutes"] for p in sorted((run_dir / "snapshots").glob("ema-*.pt"))]
+
+
+def test_stop_after_minutes_and_training_clock_snapshots(tmp_path, tiny_fmnist):
+    """--stop-after-min ends the run with one checkpoint; snapshots follow the training clock, which a
+    resumed run continues."""
+    run_dir = tmp_path / "clock"
+    clock = ["train.total_kimg=1000", "train.snapshot_minutes=0.02", "train.keep_snapshots=0",
+             "train.checkpoint_kimg=1000", "train.sample_kimg=1000", "train.snapshot_kimg=1000"]
+    train_tiny(run_dir, tiny_fmnist, "--stop-after-min", "0.05", *clock)
+    state, ema = load_state(newest_checkpoint(run_dir))
+    assert len(list((run_dir / "checkpoints").iterdir())) == 1
+    assert 2.5 <= state["train_seconds"] <= 3.5 and ema["train_minutes"] == state["train_seconds"] / 60
+    first = snapshot_minutes(run_dir)
+    assert len(first) == 2 and 0.02 <= first[0] < 0.03 and 0.04 <= first[1] < 0.05
+
+    proc = train_tiny(run_dir, tiny_fmnist, "--stop-after-min", "0.03", *clock)
+    assert "resuming from" in proc.stdout
+    resumed, _ = load_state(newest_checkpoint(run_dir))
+    assert resumed["train_seconds"] >= state["train_seconds"] + 1.5
+    later = snapshot_minutes(run_dir)[2:]
+    assert later and all(0.06 <= m < resumed["train_seconds"] / 60 for m in later)
+
+
 def test_finetune_loads_weights_and_resets_optimizer(full_run, tmp_path, tiny_fmnist):
     source = full_run / "checkpoints" / "000000008"
     run_dir = tmp_path / "ft"

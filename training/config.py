@@ -14,7 +14,8 @@ from utils.layered_config import ConfigError, load_layered
 
 @dataclass
 class ModelConfig:
-    arch: str = "XL"  # S | B | L | XL: depth/width/heads preset (DiT Table 1)
+    arch: str = "XL"  # S | B | L | XL: MaskDiT/DiT depth/width/heads preset (DiT Table 1); ddpm_unet: DDPM U-Net
+    precond: str = "edm"  # edm (EDM Table 1) | vp (ε-prediction on DDPM's schedule, the DDPM baseline)
     patch_size: int = 2
     depth: int | None = None  # overrides the preset when set
     width: int | None = None
@@ -30,6 +31,8 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     sigma_data: float = 0.5
     grad_checkpointing: bool = False
+    unet_channels: int = 128  # ddpm_unet only: base width (DDPM CIFAR-10: 128)
+    unet_dropout: float = 0.1  # ddpm_unet only
 
 
 @dataclass
@@ -85,6 +88,7 @@ class TrainConfig:
     log_kimg: float = 10.0
     checkpoint_kimg: float = 1000.0
     snapshot_kimg: float = 1000.0
+    snapshot_minutes: float = 0.0  # also snapshot every this many minutes of training clock (0 = off)
     sample_kimg: float = 1000.0
     keep_checkpoints: int = 2
     keep_snapshots: int = 5
@@ -133,8 +137,13 @@ def validate(cfg: Config) -> None:
     for key in ("ratio", "ratio_end"):
         if not 0 <= getattr(cfg.mask, key) < 1:
             raise ConfigError(f"mask.{key}: must be in [0, 1)")
-    if (cfg.mask.ratio > 0 or cfg.mask.ratio_end > 0 and cfg.mask.schedule != "constant") and not cfg.model.use_decoder:
+    masked = cfg.mask.ratio > 0 or cfg.mask.ratio_end > 0 and cfg.mask.schedule != "constant"
+    if masked and not cfg.model.use_decoder:
         raise ConfigError("mask.ratio > 0 needs model.use_decoder: true (the DiT baseline trains unmasked)")
+    if masked and cfg.model.arch == "ddpm_unet":
+        raise ConfigError("model.arch ddpm_unet trains on whole images: set mask.ratio 0")
+    if cfg.model.precond not in ("edm", "vp"):
+        raise ConfigError(f"model.precond: {cfg.model.precond!r} is not one of edm | vp")
 
 
 def to_yaml(cfg: Config) -> str:

@@ -35,6 +35,7 @@ from training.run_log import RunLog
 class Progress:
     cur_nimg: int = 0
     step: int = 0
+    train_seconds: float = 0.0  # training wall-clock over all invocations, without grid/snapshot/checkpoint writing
 
 
 def batch_layout(batch_size: int, batch_gpu: int | None, num_processes: int) -> tuple[int, int]:
@@ -53,6 +54,12 @@ def crossed(prev_nimg: int, cur_nimg: int, every_kimg: float) -> bool:
     """True when progress passed a multiple of every_kimg during the last step."""
     every = int(every_kimg * 1000)
     return every > 0 and cur_nimg // every > prev_nimg // every
+
+
+def crossed_minutes(prev_seconds: float, cur_seconds: float, every_minutes: float) -> bool:
+    """True when the training clock passed a multiple of every_minutes during the last step."""
+    every = every_minutes * 60
+    return every > 0 and cur_seconds // every > prev_seconds // every
 
 
 # ----------------------------------------------------------------------------
@@ -76,9 +83,9 @@ def make_optimizer(net: torch.nn.Module, cfg: Config, device: torch.device) -> t
                              weight_decay=o.weight_decay, fused=fused)
 
 
-def snapshot_dict(ema: EMA, cfg: Config, data_meta: dict, cur_nimg: int) -> dict:
+def snapshot_dict(ema: EMA, cfg: Config, data_meta: dict, progress: Progress) -> dict:
     return {"format": SNAPSHOT_FORMAT, "model": asdict(cfg.model), "ema": ema.state_dict(), "data": data_meta,
-            "config": to_dict(cfg), "kimg": cur_nimg / 1000}
+            "config": to_dict(cfg), "kimg": progress.cur_nimg / 1000, "train_minutes": progress.train_seconds / 60}
 
 
 def restore(run_state: dict, snapshot: dict, net, ema: EMA, optimizer, strategy, accelerator,
@@ -92,6 +99,7 @@ def restore(run_state: dict, snapshot: dict, net, ema: EMA, optimizer, strategy,
     if run_state.get("scaler") is not None and accelerator.scaler is not None:
         accelerator.scaler.load_state_dict(run_state["scaler"])
     progress.cur_nimg, progress.step = run_state["cur_nimg"], run_state["step"]
+    progress.train_seconds = run_state.get("train_seconds", 0.0)  # absent in checkpoints of older versions
 
 
 def restore_rng_of(run_state: dict, accelerator, log: RunLog) -> None:
@@ -221,9 +229,10 @@ def save_checkpoint(run_dir: Path, cfg: Config, trainer: "Trainer", progress: Pr
     state = {"net": acc.unwrap_model(trainer.net).state_dict(), "optimizer": trainer.optimizer.state_dict(),
              "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
              "strategy": trainer.strategy.state_dict(), "data": trainer.batches.state_dict(), "rng": rng,
-             "cur_nimg": progress.cur_nimg, "step": progress.step, "config": to_dict(cfg),
+             "cur_nimg": progress.cur_nimg, "step": progress.step, "train_seconds": progress.train_seconds,
+             "config": to_dict(cfg),
              "param_checksums": checksums}
-    snapshot = snapshot_dict(trainer.ema, cfg, trainer.data.snapshot_meta, progress.cur_nimg)
+    snapshot = snapshot_dict(trainer.ema, cfg, trainer.data.snapshot_meta, progress)
     return ckpt.write_checkpoint(run_dir, progress.step, state, snapshot, cfg.train.keep_checkpoints)
 
 
@@ -300,10 +309,10 @@ def run_steps(cfg: Config, run_dir: Path, trainer: Trainer, progress: Progress, 
     bar = tqdm(total=total_nimg, initial=progress.cur_nimg, unit="img", unit_scale=True, dynamic_ncols=True,
                disable=not acc.is_main_process, mininterval=2.0)
     tick_time, tick_nimg = time.time(), progress.cur_nimg
-    sigma_bins = None  # the latest per-σ-bin telemetry, plotted with each sample grid
-    decoder = None
+    outputs = PeriodicOutputs(cfg, run_dir, trainer, log)
+    clock = time.time()  # start of the current stretch of training-clock time
     while progress.cur_nimg < stop_nimg:
-        prev = progress.cur_nimg
+        prev, prev_seconds = progress.cur_nimg, progress.train_seconds
         mask_ratio = mask_ratio_at(prev / total_nimg, cfg.mask.schedule, cfg.mask.ratio, cfg.mask.ratio_end)
         trainer.step(progress, mask_ratio)
         bar.update(progress.cur_nimg - prev)
@@ -313,28 +322,53 @@ def run_steps(cfg: Config, run_dir: Path, trainer: Trainer, progress: Progress, 
             stats = {"kimg": progress.cur_nimg / 1000, "step": progress.step, **trainer.take_means(),
                      "lr": trainer.learning_rate(prev), "mask_ratio": mask_ratio,
                      "img_per_s": (progress.cur_nimg - tick_nimg) / max(elapsed, 1e-9),
+                     "train_min": (progress.train_seconds + time.time() - clock) / 60,
                      **{f"strategy/{k}": v for k, v in trainer.strategy.report().items()}}
             if torch.cuda.is_available():
                 stats["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
-            sigma_bins = trainer.telemetry.summary(acc, trainer.strategy)
-            log.stats({**stats, "sigma_bins": sigma_bins}, step=progress.cur_nimg)
+            outputs.sigma_bins = trainer.telemetry.summary(acc, trainer.strategy)
+            log.stats({**stats, "sigma_bins": outputs.sigma_bins}, step=progress.cur_nimg)
             log.print(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                  for k, v in stats.items() if not k.startswith("strategy/")))
             tick_time, tick_nimg = time.time(), progress.cur_nimg
-        if acc.is_main_process and (crossed(prev, progress.cur_nimg, t.sample_kimg) or done):
-            tag = f"{progress.cur_nimg // 1000:06d}kimg"
-            if decoder is None:  # loaded on first use, on the main process only
-                decoder = Decoder(trainer.data.snapshot_meta, acc.device)
-            write_grid(trainer.ema, cfg, decoder, run_dir / "samples" / f"grid-{tag}.png", acc.device)
-            if sigma_bins is not None:
-                plot_telemetry(sigma_bins, f"{trainer.strategy.name} at {progress.cur_nimg / 1000:.1f} kimg",
-                               run_dir / "samples" / f"sigma-{tag}.png")
-        if acc.is_main_process and crossed(prev, progress.cur_nimg, t.snapshot_kimg):
-            ckpt.write_snapshot(run_dir, progress.cur_nimg / 1000,
-                                snapshot_dict(trainer.ema, cfg, trainer.data.snapshot_meta, progress.cur_nimg),
-                                t.keep_snapshots)
-        if crossed(prev, progress.cur_nimg, t.checkpoint_kimg) or done:
-            path = save_checkpoint(run_dir, cfg, trainer, progress)
-            if path is not None:
-                log.print(f"checkpoint {path}")
+        progress.train_seconds += time.time() - clock  # the clock stops while grids and checkpoints are written
+        outputs.write(progress, prev, prev_seconds, done)
+        if done:
+            break
+        clock = time.time()
     bar.close()
+
+
+class PeriodicOutputs:
+    """Sample grids (+ σ telemetry plots), EMA snapshots (by images or by training-clock minutes) and
+    checkpoints, each when its interval was crossed during the last step."""
+
+    def __init__(self, cfg: Config, run_dir: Path, trainer: Trainer, log: RunLog):
+        self.cfg, self.run_dir, self.trainer, self.log = cfg, run_dir, trainer, log
+        self.decoder = None  # loaded on first use, on the main process only
+        self.sigma_bins = None  # the latest per-σ-bin telemetry, plotted with each sample grid
+
+    def write(self, progress: Progress, prev_nimg: int, prev_seconds: float, done: bool) -> None:
+        t, trainer, acc = self.cfg.train, self.trainer, self.trainer.accelerator
+        if acc.is_main_process and (crossed(prev_nimg, progress.cur_nimg, t.sample_kimg) or done):
+            self.write_grid(progress)
+        by_images = crossed(prev_nimg, progress.cur_nimg, t.snapshot_kimg)
+        by_minutes = crossed_minutes(prev_seconds, progress.train_seconds, t.snapshot_minutes)
+        if acc.is_main_process and (by_images or by_minutes):
+            ckpt.write_snapshot(self.run_dir, progress.cur_nimg / 1000,
+                                snapshot_dict(trainer.ema, self.cfg, trainer.data.snapshot_meta, progress),
+                                t.keep_snapshots)
+        if crossed(prev_nimg, progress.cur_nimg, t.checkpoint_kimg) or done:
+            path = save_checkpoint(self.run_dir, self.cfg, trainer, progress)
+            if path is not None:
+                self.log.print(f"checkpoint {path}")
+
+    def write_grid(self, progress: Progress) -> None:
+        trainer, acc = self.trainer, self.trainer.accelerator
+        tag = f"{progress.cur_nimg // 1000:06d}kimg"
+        if self.decoder is None:
+            self.decoder = Decoder(trainer.data.snapshot_meta, acc.device)
+        write_grid(trainer.ema, self.cfg, self.decoder, self.run_dir / "samples" / f"grid-{tag}.png", acc.device)
+        if self.sigma_bins is not None:
+            plot_telemetry(self.sigma_bins, f"{trainer.strategy.name} at {progress.cur_nimg / 1000:.1f} kimg",
+                           self.run_dir / "samples" / f"sigma-{tag}.png")

@@ -30,6 +30,15 @@ class DDPMSchedule:
         left_closer = (sigma.double() - table[idx - 1]).abs() <= (table[idx] - sigma.double()).abs()
         return torch.where(left_closer, idx - 1, idx)
 
+    def fractional_timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        """(N,) σ -> (N,) float32 t, linear in σ between table entries: exact integers on the schedule,
+        continuous between them (EDM samplers), clamped to [0, T−1] outside it."""
+        table = self._sigmas_t.to(sigma.device)
+        s = sigma.double().clamp(table[0], table[-1])
+        idx = torch.searchsorted(table, s).clamp(1, self.num_steps - 1)
+        frac = (s - table[idx - 1]) / (table[idx] - table[idx - 1])
+        return (idx - 1 + frac).float()
+
 
 def eps_to_x0_weight(w_eps: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """x0-space weight of an ε-MSE weight: w_x0 = w_ε·SNR = w_ε/σ²."""
