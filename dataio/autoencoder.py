@@ -34,10 +34,13 @@ def encode_moments(vae, images: torch.Tensor) -> torch.Tensor:
     return torch.cat([posterior.mean, posterior.logvar], dim=1).float()
 
 
-def sample_latents(moments: torch.Tensor, scale: float, generator=None) -> torch.Tensor:
-    """(N, 2C, h, w) moments -> (N, C, h, w) z = (mean + exp(logvar/2)·ε)·scale."""
+def sample_latents(moments: torch.Tensor, scale: float, generator=None, eps: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, 2C, h, w) moments -> (N, C, h, w) z = (mean + exp(logvar/2)·ε)·scale; ε given or drawn."""
     mean, logvar = moments.float().chunk(2, dim=1)
-    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    if eps is None:
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    elif eps.shape != mean.shape:
+        raise ValueError(f"latent ε of shape {tuple(eps.shape)} for moments' mean of shape {tuple(mean.shape)}")
     return (mean + torch.exp(0.5 * logvar) * eps) * scale
 
 

@@ -75,12 +75,11 @@ def open_source(spec: str):
         images, labels = load_fashion_mnist(split or "train", directory or None)
         return ArraySource(images, labels, 10, f"fashion_mnist[{split or 'train'}]")
     if kind == "cifar10":
-        from torchvision.datasets import CIFAR10
+        from dataio.cifar10 import load_cifar10
 
         split, _, directory = rest.partition(":")
-        root = directory or str(Path.home() / ".cache" / "maskdit" / "cifar10")
-        data = CIFAR10(root, train=(split or "train") == "train", download=True)
-        return ArraySource(data.data, np.asarray(data.targets), 10, f"cifar10[{split or 'train'}]")
+        images, labels = load_cifar10(split or "train", directory or None)
+        return ArraySource(images, labels, 10, f"cifar10[{split or 'train'}]")
     if kind == "npz":
         if not Path(rest).is_file():
             raise FileNotFoundError(f"npz source {rest} not found")

@@ -56,15 +56,19 @@ class LatentBatches:
         self.stream, self.start, self.global_batch = stream, start, global_batch
         self.consumed = 0
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next(self, latent_noise: torch.Tensor | None = None,
+             copy_choice: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """latent_noise (B, C, h, w) and copy_choice (B,) uniform come from the step's draws
+        (diffusion/step_draws.py), so the batch does not depend on the process layout; None draws them here."""
         moments, labels = next(self.iterator)
         self.consumed += 1
         moments = moments.to(self.device, non_blocking=True)
-        if moments.dim() == 5:  # shards keep every copy: draw the flip here
+        if moments.dim() == 5:  # shards keep every copy: choose the flip here
             copies = moments.shape[1] if self.xflip else 1
-            copy = torch.randint(0, copies, (moments.shape[0],), device=self.device)
+            u = copy_choice if copy_choice is not None else torch.rand(len(moments), device=self.device)
+            copy = (u * copies).long().clamp_max(copies - 1)  # (B,)
             moments = moments[torch.arange(len(moments), device=self.device), copy]
-        return sample_latents(moments, self.scale), labels.to(self.device, non_blocking=True)
+        return sample_latents(moments, self.scale, eps=latent_noise), labels.to(self.device, non_blocking=True)
 
     def state_dict(self) -> dict:
         if self.stream is None:

@@ -1,4 +1,4 @@
-"""Training data: the embedded Fashion-MNIST (pixels, in memory) or latents from an LMDB store / shards.
+"""Training data: Fashion-MNIST or CIFAR-10 (pixels, in memory) or latents from an LMDB store / shards.
 
 `build_training_data` returns batches (next() -> (x, labels) on the device; state_dict() -> data position)
 plus what the trainer checks against the model and records in snapshots for decoding.
@@ -12,7 +12,7 @@ import torch
 from dataio.fashion_mnist import load_fashion_mnist
 from dataio.stream import InMemoryBatches, ShuffledIndexStream
 
-SOURCES = ("fashion_mnist", "lmdb", "wds")
+SOURCES = ("fashion_mnist", "cifar10", "lmdb", "wds")
 
 
 class DataMismatchError(ValueError):
@@ -52,6 +52,15 @@ def fashion_mnist_padded(split: str, directory: str | None) -> InMemoryImages:
                           f"fashion_mnist[{split}] {len(labels)} images 1x32x32")
 
 
+def cifar10_images(split: str, directory: str | None) -> InMemoryImages:
+    """CIFAR-10 32×32 RGB in [-1, 1], (N, 3, 32, 32)."""
+    from dataio.cifar10 import load_cifar10
+
+    images, labels = load_cifar10(split, directory)
+    return InMemoryImages(uint8_to_unit(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
+                          torch.from_numpy(labels), 10, f"cifar10[{split}] {len(labels)} images 3x32x32")
+
+
 def build_training_data(data_cfg, seed: int, rank: int, num_ranks: int, batch_gpu: int, device,
                         data_state: dict | None) -> TrainingData:
     """`data_state` is the checkpoint's data position (None for a fresh run)."""
@@ -60,6 +69,11 @@ def build_training_data(data_cfg, seed: int, rank: int, num_ranks: int, batch_gp
         stream = ShuffledIndexStream.resumed(len(data), seed, rank, num_ranks, data_cfg.xflip, data_state)
         return TrainingData(InMemoryBatches(data, stream, batch_gpu, device), tuple(data.images.shape[1:]),
                             data.num_classes, data.description, {"space": "pixel", "source": "fashion_mnist"})
+    if data_cfg.source == "cifar10":
+        data = cifar10_images("train", data_cfg.path)
+        stream = ShuffledIndexStream.resumed(len(data), seed, rank, num_ranks, data_cfg.xflip, data_state)
+        return TrainingData(InMemoryBatches(data, stream, batch_gpu, device), tuple(data.images.shape[1:]),
+                            data.num_classes, data.description, {"space": "pixel", "source": "cifar10"})
     if data_cfg.source in ("lmdb", "wds"):
         if data_cfg.path is None:
             raise DataMismatchError(f"data.path: required for data.source {data_cfg.source}")

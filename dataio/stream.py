@@ -66,7 +66,8 @@ class InMemoryBatches:
     def __init__(self, data, stream: ShuffledIndexStream, batch_gpu: int, device):
         self.data, self.stream, self.batch_gpu, self.device = data, stream, batch_gpu, device
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next(self, latent_noise=None, copy_choice=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixels need no draws of the step (the stream holds the flips); the arguments match LatentBatches."""
         idx, flip = self.stream.next_indices(self.batch_gpu)
         images = self.data.images[idx]  # (B, C, H, W)
         images = torch.where(flip[:, None, None, None], images.flip(-1), images)

@@ -7,7 +7,7 @@ process with batch 16 and two processes with batch 8 each train on identical σ,
 drops. Drawing the global batch costs each rank a few MB of random numbers per step.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -18,9 +18,13 @@ class Draws:
     noise: torch.Tensor  # (N, C, H, W) standard normal
     mask_noise: torch.Tensor  # (N, L) uniform, argsorted into token masks
     label_drop: torch.Tensor  # (N,) bool, True = replace the label by the null label
+    # latent data only (None for pixels): the posterior re-draw z = mean + std·ε and the stored copy to use
+    latent_noise: torch.Tensor | None = None  # (N, C, h, w) standard normal ε
+    copy_choice: torch.Tensor | None = None  # (N,) uniform [0, 1): plain or flipped copy (shard reader)
 
     def slice(self, start: int, count: int) -> "Draws":
-        return Draws(*(t[start:start + count] for t in (self.sigma, self.noise, self.mask_noise, self.label_drop)))
+        parts = (getattr(self, f.name) for f in fields(self))
+        return Draws(*(None if t is None else t[start:start + count] for t in parts))
 
 
 def step_generator(seed: int, step: int, device) -> torch.Generator:
@@ -28,13 +32,18 @@ def step_generator(seed: int, step: int, device) -> torch.Generator:
 
 
 def draw_step(strategy, generator: torch.Generator, batch_size: int, sample_shape: tuple[int, ...],
-              num_tokens: int, label_dropout: float, device) -> Draws:
-    """The global batch's draws for one optimizer step (batch_size = global batch)."""
+              num_tokens: int, label_dropout: float, device, latent: bool = False) -> Draws:
+    """The global batch's draws for one optimizer step (batch_size = global batch). `latent`: also the
+    posterior ε and copy choice of latent data (drawn last, so pixel runs keep their draws)."""
     sigma = strategy.sample_sigma(batch_size, device, generator)  # (B,)
     noise = torch.randn((batch_size, *sample_shape), device=device, generator=generator)  # (B, C, H, W)
     mask_noise = torch.rand((batch_size, num_tokens), device=device, generator=generator)  # (B, L)
     label_drop = torch.rand(batch_size, device=device, generator=generator) < label_dropout  # (B,)
-    return Draws(sigma, noise, mask_noise, label_drop)
+    if not latent:
+        return Draws(sigma, noise, mask_noise, label_drop)
+    latent_noise = torch.randn((batch_size, *sample_shape), device=device, generator=generator)  # (B, C, h, w)
+    copy_choice = torch.rand(batch_size, device=device, generator=generator)  # (B,)
+    return Draws(sigma, noise, mask_noise, label_drop, latent_noise, copy_choice)
 
 
 def micro_batch_offset(round_idx: int, rank: int, num_ranks: int, batch_gpu: int) -> int:

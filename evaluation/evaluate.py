@@ -26,7 +26,7 @@ def build_feature_net(cfg: EvalConfig, device, data_dir: str | None = None):
 
 
 def source_batches(source: str, batch: int) -> Iterator[ImageBatch]:
-    """`fashion_mnist:train|test[:DIR]`, `npz:FILE` (arr_0 uint8 NHWC, optional arr_1 labels), `folder:DIR` (PNGs)."""
+    """`fashion_mnist:train|test[:DIR]`, `cifar10:train|test[:DIR]`, `npz:FILE` (arr_0 uint8 NHWC, optional arr_1 labels), `folder:DIR` (PNGs)."""
     kind, _, rest = source.partition(":")
     if kind == "fashion_mnist":
         from dataio.sources import fashion_mnist_padded
@@ -35,6 +35,12 @@ def source_batches(source: str, batch: int) -> Iterator[ImageBatch]:
         data = fashion_mnist_padded(split or "test", directory or None)
         images = torch.from_numpy(to_uint8(data.images)).permute(0, 3, 1, 2)
         labels = data.labels
+    elif kind == "cifar10":
+        from dataio.cifar10 import load_cifar10
+
+        split, _, directory = rest.partition(":")
+        array, label_array = load_cifar10(split or "test", directory or None)
+        images, labels = torch.from_numpy(array).permute(0, 3, 1, 2), torch.from_numpy(label_array)
     elif kind == "npz":
         with np.load(rest) as npz:
             if "arr_0" not in npz.files:
@@ -49,7 +55,7 @@ def source_batches(source: str, batch: int) -> Iterator[ImageBatch]:
         images = torch.from_numpy(np.stack([a if a.ndim == 3 else a[..., None] for a in arrays])).permute(0, 3, 1, 2)
         labels = None
     else:
-        raise ValueError(f"source {source!r}: expected fashion_mnist:SPLIT, npz:FILE or folder:DIR")
+        raise ValueError(f"source {source!r}: expected fashion_mnist:SPLIT, cifar10:SPLIT, npz:FILE or folder:DIR")
     for start in range(0, len(images), batch):
         yield images[start:start + batch], labels[start:start + batch] if labels is not None else None
 

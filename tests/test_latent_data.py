@@ -201,3 +201,16 @@ def test_format_wds_writes_shards_directly(tmp_path, image_tree, tiny_vae, store
     assert index["count"] == 30 and not (out / ".staging.lmdb").exists()
     labels = sorted(label for _, label in iterate_shards(out, resampled=False))
     assert labels == sorted(LatentLMDB(store)[i][1] for i in range(30))
+
+
+def test_lmdb_training_with_two_processes_equals_one(store, tmp_path):
+    """The posterior ε and the flips of latent batches come from the step's draws: one process with batch 16
+    and two with 8 each train the same model."""
+    common = ["--config", "configs/train/fashion-mnist.yaml", *TINY_OVERRIDES, *LATENT_MODEL, "data.source=lmdb",
+              f"data.path={store}", "data.xflip=true", "train.total_kimg=0.064", "train.sample_kimg=1"]
+    run_cli("train.py", *common, f"run_dir={tmp_path / 'one'}")
+    run_cli("train.py", *common, f"run_dir={tmp_path / 'two'}", processes=2)
+    one, two = (torch.load(tmp_path / run / "checkpoints/000000004/training_state.pt", weights_only=False)
+                for run in ("one", "two"))
+    for key in one["net"]:
+        assert torch.allclose(one["net"][key], two["net"][key], atol=1e-6), key

@@ -37,7 +37,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "fashion_mnist"  # fashion_mnist (pixels, in memory) | lmdb | wds (latents)
+    source: str = "fashion_mnist"  # fashion_mnist | cifar10 (pixels, in memory) | lmdb | wds (latents)
     path: str | None = None  # directory / file of the source; None = the source's default location
     xflip: bool = False  # random horizontal flips (latents: the stored flipped copies)
     num_workers: int = 4  # DataLoader workers per process (lmdb, wds)

@@ -148,20 +148,22 @@ class Trainer:
         m, dev = self.cfg.model, self.accelerator.device
         gen = step_generator(self.cfg.train.seed, step, dev)
         return draw_step(self.strategy, gen, self.cfg.train.batch_size, (m.in_channels, m.resolution, m.resolution),
-                         self.loss_fn.num_tokens, m.label_dropout if m.num_classes else 0.0, dev)
+                         self.loss_fn.num_tokens, m.label_dropout if m.num_classes else 0.0, dev,
+                         latent=self.data.snapshot_meta["space"] == "latent")
 
     def step(self, progress: Progress, mask_ratio: float) -> None:
         seen_sigma, seen_loss = [], []
         acc = self.accelerator
         step_draws = self.draws(progress.step)
+        batch_gpu = self.cfg.train.batch_size // (acc.num_processes * self.accum_rounds)
         for round_idx in range(self.accum_rounds):
-            images, labels = self.batches.next()
+            draws = step_draws.slice(micro_batch_offset(round_idx, acc.process_index, acc.num_processes, batch_gpu),
+                                     batch_gpu)
+            images, labels = self.batches.next(draws.latent_noise, draws.copy_choice)
             labels = labels if self.cfg.model.num_classes else None
-            offset = micro_batch_offset(round_idx, acc.process_index, acc.num_processes, len(images))
             sync = round_idx == self.accum_rounds - 1
             with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.train_net):
-                terms = self.loss_fn(self.train_net, images, labels, self.strategy, mask_ratio,
-                                     step_draws.slice(offset, len(images)))
+                terms = self.loss_fn(self.train_net, images, labels, self.strategy, mask_ratio, draws)
                 self.accelerator.backward(terms.total.mean() / self.accum_rounds)
             with torch.no_grad():
                 self.sums += torch.stack([terms.total.sum(), terms.denoise.sum(), terms.mae.sum(),
