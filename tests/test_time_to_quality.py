@@ -46,8 +46,8 @@ def test_budget_must_be_a_multiple_of_the_evaluation_interval():
 
 
 def test_benchmark_end_to_end_tiny_budget(tmp_path, tiny_fmnist):
-    """Three rows (transformer without mask, adaptive MaskDiT, U-Net DDPM) for 0.2 training minutes each,
-    evaluated at 0.1 and 0.2 minutes; a re-run reuses the finished runs."""
+    """Three rows (transformer without mask, adaptive MaskDiT, U-Net DDPM) for 0.1 training minutes each,
+    evaluated at 0.05 and 0.1 minutes; a re-run reuses the finished runs."""
     from evaluation import fmnist_features
 
     cache = tmp_path / "cache"
@@ -59,8 +59,9 @@ def test_benchmark_end_to_end_tiny_budget(tmp_path, tiny_fmnist):
     eval_cfg.write_text(f"base: {REPO / 'configs/test/fashion-mnist.yaml'}\nbatch_gpu: 16\nnum_steps: 2\n"
                         "pr_features: 16\n")
     out = tmp_path / "bench"
-    args = ["--minutes", "0.2", "--eval-every", "0.1", "--rows", "dit_edm", "maskdit_adaptive", "unet_ddpm",
-            "--num-samples", "16", "--eval-config", str(eval_cfg), "--reference", f"fashion_mnist:train:{tiny_fmnist}",
+    args = ["--minutes", "0.1", "--eval-every", "0.05", "--rows", "dit_edm", "maskdit_adaptive", "unet_ddpm",
+            "--num-samples", "16", "--unet-channels", "16", "--eval-config", str(eval_cfg),
+            "--reference", f"fashion_mnist:train:{tiny_fmnist}",
             "--out", str(out), f"data.path={tiny_fmnist}", *TINY_MODEL]
     run_cli("benchmarks/time_to_quality.py", *args, env_extra=env)
 
@@ -68,17 +69,17 @@ def test_benchmark_end_to_end_tiny_budget(tmp_path, tiny_fmnist):
     assert set(results) == {"dit_edm", "maskdit_adaptive", "unet_ddpm"}
     for r in results.values():
         assert len(r["fd"]) == 2 and all(f > 0 for f in r["fd"])
-        # snapshots were taken when the training clock passed 0.1 and 0.2 minutes
-        assert r["minutes"][0] == pytest.approx(0.1, abs=0.05) and r["minutes"][1] == pytest.approx(0.2, abs=0.05)
+        # snapshots were taken when the training clock passed 0.05 and 0.1 minutes
+        assert r["minutes"][0] == pytest.approx(0.05, abs=0.02) and r["minutes"][1] == pytest.approx(0.1, abs=0.02)
         assert r["kimg"][1] > r["kimg"][0] > 0
     assert results["dit_edm"]["speedup_wallclock"] == pytest.approx(1.0)
     unet_cfg = OmegaConf.load(out / "runs/unet_ddpm-seed0/config.yaml")
     assert (unet_cfg.model.arch, unet_cfg.model.precond, unet_cfg.diffusion.strategy.name) == (
         "ddpm_unet", "vp", "ddpm_uniform")
     table = (out / "table.md").read_text()
-    assert "U-Net DDPM" in table and "FD @ 0.2 min" in table
+    assert "U-Net DDPM" in table and "FD @ 0.1 min" in table
     assert (out / "quality_vs_time.png").stat().st_size > 0
     assert list((out / "runs/maskdit_adaptive-seed0").glob("grid-*min.png"))
 
     proc = run_cli("benchmarks/time_to_quality.py", *args, env_extra=env)  # finished runs are not redone
-    assert (out / "table.md").read_text() == table and "FD @ 0.1 min" in proc.stdout
+    assert (out / "table.md").read_text() == table and "FD @ 0.05 min" in proc.stdout
