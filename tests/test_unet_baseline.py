@@ -17,7 +17,7 @@ UNET = dict(arch="ddpm_unet", precond="vp", resolution=16, in_channels=1, num_cl
 def randomized(cfg: dict) -> torch.nn.Module:
     torch.manual_seed(0)
     net = build_network(cfg)
-    with torch.no_grad():  # diffusers zero-initialises nothing we rely on, but make outputs clearly input-dependent
+    with torch.no_grad():  # perturb the init so outputs clearly depend on inputs and labels
         for p in net.parameters():
             p.add_(torch.randn_like(p) * 0.02)
     return net.eval()
