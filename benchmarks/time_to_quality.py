@@ -20,13 +20,15 @@ row's final quality (linear interpolation between evaluation points), against th
   python benchmarks/time_to_quality.py --minutes 30 --eval-every 5 --seeds 0 1 2 --num-samples 10000 \\
       train.batch_size=256 optim.lr=1e-3 train.mixed_precision=bf16
 
-Re-running the same command skips finished runs and resumes an interrupted one (train.py resumes itself).
+Re-running the same command skips finished runs; a run stopped during evaluation is only evaluated, one
+killed during training starts over (its only checkpoint is written at the end of its budget).
 Writes <out>/table.md, <out>/results.json, <out>/quality_vs_time.png and a sample grid per run.
 """
 
 import argparse
 import json
 import math
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ sys.path.insert(0, str(REPO))
 from evaluation.config import load_eval_config  # noqa: E402
 from evaluation.evaluate import build_feature_net, evaluate_snapshot, reference_pool_features  # noqa: E402
 from evaluation.metrics import load_reference  # noqa: E402
+from training.checkpoint import latest_checkpoint  # noqa: E402
 
 
 @dataclass
@@ -89,7 +92,14 @@ def python(args: list[str]) -> str:
 
 def train_run(run_dir: Path, row: Row, seed: int, args) -> None:
     """train.py with a training-clock budget. --stop-after-min counts this invocation's wall-clock, which
-    also includes snapshot writes: a small margin lets the clock reach the last evaluation point."""
+    also includes snapshot writes: a small margin lets the clock reach the last evaluation point.
+
+    The only checkpoint is written at the end, so a run that has one finished training (it was stopped
+    during evaluation) and is not trained again; a run killed during training has none and starts over,
+    its stale snapshots removed."""
+    if latest_checkpoint(run_dir) is not None:
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
     margin_min = 0.02 * args.minutes + 0.05
     python(["train.py", "--config", args.config, "--stop-after-min", str(args.minutes + margin_min),
             f"run_dir={run_dir}", f"train.seed={seed}", "train.total_kimg=1000000",

@@ -81,5 +81,10 @@ def test_benchmark_end_to_end_tiny_budget(tmp_path, tiny_fmnist):
     assert (out / "quality_vs_time.png").stat().st_size > 0
     assert list((out / "runs/maskdit_adaptive-seed0").glob("grid-*min.png"))
 
-    proc = run_cli("benchmarks/time_to_quality.py", *args, env_extra=env)  # finished runs are not redone
+    # a run stopped during evaluation is evaluated again, not retrained; finished runs are not redone
+    dit = out / "runs/dit_edm-seed0"
+    (dit / "eval.json").unlink()
+    trained = [(p.name, p.stat().st_mtime_ns) for p in (dit / "checkpoints").iterdir()]
+    proc = run_cli("benchmarks/time_to_quality.py", *args, env_extra=env)
+    assert [(p.name, p.stat().st_mtime_ns) for p in (dit / "checkpoints").iterdir()] == trained
     assert (out / "table.md").read_text() == table and "FD @ 0.05 min" in proc.stdout
