@@ -56,17 +56,15 @@ class LatentBatches:
         self.stream, self.start, self.global_batch = stream, start, global_batch
         self.consumed = 0
 
-    def next(self, latent_noise: torch.Tensor | None = None,
-             copy_choice: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def next(self, latent_noise: torch.Tensor, copy_choice: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """latent_noise (B, C, h, w) and copy_choice (B,) uniform come from the step's draws
-        (diffusion/step_draws.py), so the batch does not depend on the process layout; None draws them here."""
+        (diffusion/step_draws.py), so the batch does not depend on the process layout."""
         moments, labels = next(self.iterator)
         self.consumed += 1
         moments = moments.to(self.device, non_blocking=True)
         if moments.dim() == 5:  # shards keep every copy: choose the flip here
             copies = moments.shape[1] if self.xflip else 1
-            u = copy_choice if copy_choice is not None else torch.rand(len(moments), device=self.device)
-            copy = (u * copies).long().clamp_max(copies - 1)  # (B,)
+            copy = (copy_choice * copies).long().clamp_max(copies - 1)  # (B,)
             moments = moments[torch.arange(len(moments), device=self.device), copy]
         return sample_latents(moments, self.scale, eps=latent_noise), labels.to(self.device, non_blocking=True)
 

@@ -61,19 +61,17 @@ def cifar10_images(split: str, directory: str | None) -> InMemoryImages:
                           torch.from_numpy(labels), 10, f"cifar10[{split}] {len(labels)} images 3x32x32")
 
 
+PIXEL_SOURCES = {"fashion_mnist": fashion_mnist_padded, "cifar10": cifar10_images}  # (split, directory) -> images
+
+
 def build_training_data(data_cfg, seed: int, rank: int, num_ranks: int, batch_gpu: int, device,
                         data_state: dict | None) -> TrainingData:
     """`data_state` is the checkpoint's data position (None for a fresh run)."""
-    if data_cfg.source == "fashion_mnist":
-        data = fashion_mnist_padded("train", data_cfg.path)
+    if data_cfg.source in PIXEL_SOURCES:
+        data = PIXEL_SOURCES[data_cfg.source]("train", data_cfg.path)
         stream = ShuffledIndexStream.resumed(len(data), seed, rank, num_ranks, data_cfg.xflip, data_state)
         return TrainingData(InMemoryBatches(data, stream, batch_gpu, device), tuple(data.images.shape[1:]),
-                            data.num_classes, data.description, {"space": "pixel", "source": "fashion_mnist"})
-    if data_cfg.source == "cifar10":
-        data = cifar10_images("train", data_cfg.path)
-        stream = ShuffledIndexStream.resumed(len(data), seed, rank, num_ranks, data_cfg.xflip, data_state)
-        return TrainingData(InMemoryBatches(data, stream, batch_gpu, device), tuple(data.images.shape[1:]),
-                            data.num_classes, data.description, {"space": "pixel", "source": "cifar10"})
+                            data.num_classes, data.description, {"space": "pixel", "source": data_cfg.source})
     if data_cfg.source in ("lmdb", "wds"):
         if data_cfg.path is None:
             raise DataMismatchError(f"data.path: required for data.source {data_cfg.source}")

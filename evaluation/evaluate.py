@@ -10,7 +10,7 @@ from PIL import Image
 
 from dataio.image_io import to_uint8
 from evaluation.config import EvalConfig
-from evaluation.metrics import SampleFeatures
+from evaluation.metrics import SampleFeatures, compute_metrics
 
 ImageBatch = tuple[torch.Tensor, torch.Tensor | None]  # uint8 (N, C, H, W), labels (N,) or None
 
@@ -100,14 +100,11 @@ def metrics_table(metrics: dict, feature_net_name: str) -> str:
     return "\n".join(["| metric | value |", "|---|---|", *rows])
 
 
-
-
 def evaluate_snapshot(path, cfg: EvalConfig, feature_net, ref: dict, ref_pool: torch.Tensor | None, device,
                       grid_path: Path | None = None) -> dict:
     """Metrics of one snapshot in this process (single device; eval_latent.py spreads over processes).
     With grid_path, the first 100 generated images are also saved there as a PNG grid (a class per column)."""
     from dataio.autoencoder import Decoder
-    from evaluation.metrics import compute_metrics
     from models.snapshot import load_for_sampling
 
     net, meta = load_for_sampling(path, device)

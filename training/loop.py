@@ -131,10 +131,11 @@ def init_weights_from(path: str, net, ema: EMA) -> str:
 
 class Trainer:
     def __init__(self, cfg: Config, accelerator: Accelerator, net, train_net, ema: EMA, optimizer, strategy,
-                 loss_fn: MaskDiTLoss, data: TrainingData, accum_rounds: int):
+                 loss_fn: MaskDiTLoss, data: TrainingData, batch_gpu: int, accum_rounds: int):
         self.cfg, self.accelerator = cfg, accelerator
         self.net, self.train_net, self.ema, self.optimizer = net, train_net, ema, optimizer
-        self.strategy, self.loss_fn, self.data, self.accum_rounds = strategy, loss_fn, data, accum_rounds
+        self.strategy, self.loss_fn, self.data = strategy, loss_fn, data
+        self.batch_gpu, self.accum_rounds = batch_gpu, accum_rounds
         self.batches = data.batches
         self.sums = torch.zeros(4, device=accelerator.device)  # loss, denoise, mae, count since last log
         self.telemetry = SigmaTelemetry(accelerator.device)
@@ -155,10 +156,9 @@ class Trainer:
         seen_sigma, seen_loss = [], []
         acc = self.accelerator
         step_draws = self.draws(progress.step)
-        batch_gpu = self.cfg.train.batch_size // (acc.num_processes * self.accum_rounds)
         for round_idx in range(self.accum_rounds):
-            draws = step_draws.slice(micro_batch_offset(round_idx, acc.process_index, acc.num_processes, batch_gpu),
-                                     batch_gpu)
+            offset = micro_batch_offset(round_idx, acc.process_index, acc.num_processes, self.batch_gpu)
+            draws = step_draws.slice(offset, self.batch_gpu)
             images, labels = self.batches.next(draws.latent_noise, draws.copy_choice)
             labels = labels if self.cfg.model.num_classes else None
             sync = round_idx == self.accum_rounds - 1
@@ -286,7 +286,8 @@ def train(cfg: Config, init_from: str | None = None, stop_after_kimg: float | No
     spec = accelerator.unwrap_model(net).backbone.spec
     loss_fn = MaskDiTLoss(spec.patch_size, (spec.resolution // spec.patch_size) ** 2, cfg.mask.mae_weight,
                           spec.num_classes if spec.num_classes else None)
-    trainer = Trainer(cfg, accelerator, net, train_net, ema, optimizer, strategy, loss_fn, data, accum_rounds)
+    trainer = Trainer(cfg, accelerator, net, train_net, ema, optimizer, strategy, loss_fn, data, batch_gpu,
+                      accum_rounds)
     if run_state is not None:
         restore_rng_of(run_state, accelerator, log)
     run_steps(cfg, run_dir, trainer, progress, log, stop_after_kimg, stop_after_min)
