@@ -38,6 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("SIGMA_LO", "SIGMA_HI"),
                    help="apply guidance only for σ in this interval")
     p.add_argument("--s-churn", type=float, default=0.0, help="EDM stochasticity (edm/euler samplers)")
+    p.add_argument("--clip-denoised", action="store_true",
+                   help="ddim/ddpm: clamp the x0 estimate to [-1, 1] each step (pixel models, as DDPM's code)")
     p.add_argument("--batch", type=int, default=64, help="images per forward batch and process")
     p.add_argument("--grid-cols", type=int, help="columns of a PNG grid (default: number of classes)")
     return p.parse_args(argv)
@@ -60,6 +62,8 @@ def main(argv=None) -> None:
     try:
         net, meta = load_for_sampling(args.ckpt, state.device)
         decoder = Decoder(meta["data"], state.device)
+        if args.clip_denoised and meta["data"].get("space") == "latent":
+            raise ValueError(f"--clip-denoised: {args.ckpt} is a latent model; latents are not bounded to [-1, 1]")
         num_classes = net.backbone.spec.num_classes
         seeds = list(range(args.seed_start, args.seed_start + args.num_samples))
         labels = labels_for_seeds(seeds, num_classes, args.fixed_class)
@@ -73,7 +77,8 @@ def main(argv=None) -> None:
         todo = list(range(len(seeds)))
     mine = todo[state.process_index::state.num_processes]
     opts = SamplingOptions(args.sampler, args.steps or DEFAULT_STEPS[args.sampler], args.cfg_scale,
-                           tuple(args.guidance_interval) if args.guidance_interval else None, args.s_churn)
+                           tuple(args.guidance_interval) if args.guidance_interval else None, args.s_churn,
+                           args.clip_denoised)
     my_seeds = [seeds[i] for i in mine]
     my_labels = labels[mine] if labels is not None else None
     results = []

@@ -1,36 +1,41 @@
-"""Time-to-quality: sample quality vs training wall-clock for MaskDiT, its strategies and the baselines.
+"""Time-to-quality: sample quality vs training images and wall-clock, paired over seeds.
 
-Every row trains from scratch with the real train.py for the same training-clock budget on the same machine
-(one run at a time), writing an EMA snapshot every `--eval-every` minutes of training clock (the clock stops
-while snapshots and checkpoints are written; see training/loop.py). Afterwards each snapshot is evaluated with
-the suite's evaluator — on the embedded default, FD and class accuracy in the offline Fashion-MNIST classifier
-features (configs/test/fashion-mnist.yaml) — so evaluation never eats into a row's budget.
+The protocol (README "Time-to-quality"; REFERENCE.md §7):
+- Quality on an image grid. Every row trains from scratch with the real train.py for the same image budget
+  (--kimg), writing an EMA snapshot at --points evenly spaced points; each snapshot is scored with the same
+  sampler and the same number of samples n. On a CPU a seeded run is deterministic, so machine load cannot
+  move its quality. Seed k fixes, for every row, the initialisation, data order, noise / mask / label-drop
+  draws (σ is drawn last, see diffusion/step_draws.py) and the evaluation noise and classes; a seed's rows run
+  in an order shuffled by the seed.
+- Time from a side-by-side throughput measurement (`throughput`): every row's training img/s measured in one
+  invocation on one machine, rows interleaved over several rounds. Images convert to minutes with it.
+- Endpoints: primary, the mean of ln FD over the wall-clock window two rows share (area under the log-FD
+  curve); secondary, the same over images, the final FD, the minutes to reach the DiT + EDM row's final FD
+  of the same seed, the final class accuracy. Statistics: paired differences per seed, their mean with a
+  bootstrap 95 % interval, Wilcoxon p, probability of improvement (benchmarks/paired_stats.py).
+- Results live in the repo: each finished run writes a small JSON under docs/benchmarks/ttq/<protocol>/runs/,
+  throughput rounds under .../throughput/; `report` regenerates the table, the plot and the README section
+  from those files alone, so later work adds seeds instead of re-running.
 
-Rows (ROWS below): DiT (no mask) + EDM; MaskDiT 50% + EDM, + SpeeD, + Min-SNR-5, + the adaptive strategy;
-the MaskDiT paper's own recipe; and the classic U-Net DDPM baseline (DDPM CIFAR-10 U-Net topology, ε-prediction,
-uniform t, DDPM ancestral sampling).
+  python benchmarks/time_to_quality.py run --seeds 0 1 2 --rows maskdit_edm dit_edm maskdit_excess
+  python benchmarks/time_to_quality.py throughput --rounds 3
+  python benchmarks/time_to_quality.py report
 
-Speed-up is reported as the papers do: the training minutes and images a row needs to reach the baseline
-row's final quality (linear interpolation between evaluation points), against the baseline's own.
-
-  python benchmarks/time_to_quality.py --minutes 3 --eval-every 1.5 --seeds 0 --out results/bench-ttq
-  python benchmarks/time_to_quality.py --minutes 3 --eval-every 1.5 --seeds 1 --out results/bench-ttq \\
-      --rows maskdit_edm maskdit_speed maskdit_min_snr maskdit_adaptive      # more seeds where it matters
-  # one GPU, larger budget: add config overrides for every row, e.g.
-  python benchmarks/time_to_quality.py --minutes 30 --eval-every 5 --seeds 0 1 2 --num-samples 10000 \\
-      train.batch_size=256 optim.lr=1e-3 train.mixed_precision=bf16
-
-Re-running the same command skips finished runs; a run stopped during evaluation is only evaluated, one
-killed during training starts over (its only checkpoint is written at the end of its budget).
-Writes <out>/table.md, <out>/results.json, <out>/quality_vs_time.png and a sample grid per run.
+Re-running `run` skips finished runs (their JSON exists); a run stopped during training resumes from its
+checkpoint, one stopped during evaluation is only evaluated. Working files (checkpoints, snapshots) go to
+--work (default results/ttq-work), which is not committed.
 """
 
 import argparse
 import json
-import math
+import os
+import platform
+import random
+import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,11 +44,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-from evaluation.config import load_eval_config  # noqa: E402
-from evaluation.evaluate import build_feature_net, evaluate_snapshot, reference_pool_features  # noqa: E402
-from evaluation.metrics import load_reference  # noqa: E402
-from training.checkpoint import latest_checkpoint  # noqa: E402
+from paired_stats import paired_comparison, seeds_needed  # noqa: E402
+
+README_BEGIN, README_END = "<!-- ttq-table:begin -->", "<!-- ttq-table:end -->"
 
 
 @dataclass
@@ -53,255 +58,480 @@ class Row:
     eval_overrides: list[str] = field(default_factory=list)
 
 
-def paper_recipe() -> list[str]:
-    """MaskDiT's ImageNet recipe (REFERENCE.md): constant lr 1e-4, no warmup, EMA 0.9999 per step, fp16.
-    fp16 autocast needs a GPU; on a CPU the row keeps the config's precision."""
-    recipe = ["optim.lr=1e-4", "optim.warmup_kimg=0", "train.ema_decay=0.9999", "train.ema_halflife_kimg=null",
-              "train.ema_rampup_ratio=null"]
-    return recipe + (["train.mixed_precision=fp16"] if torch.cuda.is_available() else [])
+DIT = ["model.use_decoder=false", "mask.ratio=0"]
+# TREAD (REFERENCE.md §5): half the tokens bypass blocks 2..B−4; on the 6-block embedded default that is 2..2,
+# so the benchmark routes blocks 1..3 (the middle half, the released DiT-B/2 config's share of 7/12 rounded).
+TREAD = ["model.route.ratio=0.5", "model.route.start=1", "model.route.end=3"]
 
-
-# The U-Net keeps DDPM's recipe where it fits the budget: lr 2e-4, gradient clipping at 1, dropout 0.1;
-# its 5000-step warmup and EMA 0.9999 would outlast a small budget, so it shares our warmup and EMA half-life.
-# Its width is --unet-channels (default 32: 2.2 M parameters, near the embedded transformers' 4-6 M; DDPM's
-# 128 has 35.7 M). Row settings are the rows' recipes: they win over the overrides given for every row.
+# Every row shares the embedded default's optimiser (batch 32, lr 6e-4, 1 kimg warmup, EMA half-life 5 kimg)
+# unless it says otherwise. The seeds' own claims are tested where they were made: SpeeD and Min-SNR against
+# uniform-t ε-loss DDPM training on the same DiT backbone.
 ROWS = {
-    "dit_edm": Row("DiT (no mask) + EDM", ["model.use_decoder=false", "mask.ratio=0"]),
     "maskdit_edm": Row("MaskDiT 50% + EDM", []),
+    "dit_edm": Row("DiT (no mask) + EDM", DIT),
+    "dit_ddpm": Row("DiT + DDPM (uniform t, ε-loss)", [*DIT, "diffusion.strategy.name=ddpm_uniform"]),
+    "dit_speed": Row("DiT + SpeeD", [*DIT, "diffusion.strategy.name=speed"]),
+    "dit_min_snr": Row("DiT + Min-SNR-5 (uniform t)", [*DIT, "diffusion.strategy.name=min_snr",
+                                                       "diffusion.strategy.params.sampling=ddpm_uniform"]),
+    "dit_tread": Row("DiT + TREAD routing 50%", [*DIT, *TREAD]),
     "maskdit_speed": Row("MaskDiT + SpeeD", ["diffusion.strategy.name=speed"]),
     "maskdit_min_snr": Row("MaskDiT + Min-SNR-5", ["diffusion.strategy.name=min_snr"]),
-    "maskdit_adaptive": Row("MaskDiT + adaptive (importance)", ["diffusion.strategy.name=importance"]),
-    "maskdit_paper": Row("MaskDiT, paper recipe", paper_recipe()),
-    "unet_ddpm": Row("U-Net DDPM (ε, uniform t)",
-                     ["model.arch=ddpm_unet", "model.precond=vp", "mask.ratio=0",
-                      "diffusion.strategy.name=ddpm_uniform", "optim.lr=2e-4", "optim.grad_clip=1"],
-                     ["sampler=ddpm", "num_steps=50"]),
+    "maskdit_importance": Row("MaskDiT + importance (adaptive)", ["diffusion.strategy.name=importance"]),
+    "maskdit_lp": Row("MaskDiT + learning progress (adaptive)", ["diffusion.strategy.name=learning_progress"]),
+    "maskdit_excess": Row("MaskDiT + excess loss (adaptive, p/q)", ["diffusion.strategy.name=excess_loss"]),
+    "maskdit_excess_sampling": Row("MaskDiT + excess loss (adaptive, sampling)", [
+        "diffusion.strategy.name=excess_loss", "diffusion.strategy.params.keep_objective=false"]),
+    "maskdit_edm2_pixel": Row("MaskDiT + EDM2 pixel preset (P_mean −0.8, P_std 1.6)", [
+        "diffusion.strategy.params.p_mean=-0.8", "diffusion.strategy.params.p_std=1.6"]),
+    "unet_ddpm": Row("U-Net DDPM (ε, uniform t)", [
+        "model.arch=ddpm_unet", "model.precond=vp", "mask.ratio=0", "model.unet_channels=32",
+        "diffusion.strategy.name=ddpm_uniform", "optim.lr=2e-4", "optim.grad_clip=1"],
+        ["sampler=ddpm", "num_steps=50", "clip_denoised=true"]),
 }
+REFERENCE_ROW, TARGET_ROW = "maskdit_edm", "dit_edm"
+ADAPTIVE_ROWS = ("maskdit_importance", "maskdit_lp", "maskdit_excess", "maskdit_excess_sampling")
+FIXED_MASKDIT_ROWS = ("maskdit_edm", "maskdit_speed", "maskdit_min_snr", "maskdit_edm2_pixel")
+SEED_CLAIMS = (("dit_speed", "dit_ddpm"), ("dit_min_snr", "dit_ddpm"), ("dit_tread", "dit_edm"))
 
 
-# ----------------------------------------------------------------------------
-# One run: train for the budget, then evaluate its snapshots.
+@dataclass
+class Protocol:
+    """What makes runs comparable: same config, image budget, grid, sampler and n."""
+
+    config: str = "configs/train/fashion-mnist.yaml"
+    kimg: float = 6.144
+    points: int = 6
+    num_samples: int = 150
+    num_steps: int = 8
+    eval_config: str = "configs/test/fashion-mnist.yaml"
+    threads: int = 1
+
+    def tag(self) -> str:
+        name = Path(self.config).stem
+        return f"{name}-{self.kimg:g}kimg-{self.points}pts-n{self.num_samples}-heun{self.num_steps}-t{self.threads}"
 
 
-def python(args: list[str]) -> str:
-    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True)
+def machine() -> str:
+    return f"{platform.machine()} {os.cpu_count()} cpu, torch {torch.__version__}"
+
+
+def python(args: list[str], threads: int | None = None) -> str:
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     return proc.stdout
 
 
-def train_run(run_dir: Path, row: Row, seed: int, args) -> None:
-    """train.py with a training-clock budget. --stop-after-min counts this invocation's wall-clock, which
-    also includes snapshot writes: a small margin lets the clock reach the last evaluation point.
-
-    The only checkpoint is written at the end, so a run that has one finished training (it was stopped
-    during evaluation) and is not trained again; a run killed during training has none and starts over,
-    its stale snapshots removed."""
-    if latest_checkpoint(run_dir) is not None:
-        return
-    shutil.rmtree(run_dir, ignore_errors=True)
-    margin_min = 0.02 * args.minutes + 0.05
-    python(["train.py", "--config", args.config, "--stop-after-min", str(args.minutes + margin_min),
-            f"run_dir={run_dir}", f"train.seed={seed}", "train.total_kimg=1000000",
-            f"train.snapshot_minutes={args.eval_every}", "train.keep_snapshots=0", "train.snapshot_kimg=0",
-            "train.sample_kimg=0", "train.checkpoint_kimg=0", f"model.unet_channels={args.unet_channels}",
-            *args.overrides, *row.train_overrides])
+# ----------------------------------------------------------------------------
+# run: train on the image budget, evaluate the snapshots, write the run's JSON.
 
 
-def snapshot_points(run_dir: Path, args) -> list[tuple[int, Path, dict]]:
-    """-> [(evaluation index k, snapshot, meta)] for the snapshots at k·eval_every ≤ budget, one per k."""
-    points = {}
-    for path in sorted((run_dir / "snapshots").glob("ema-*.pt")):
-        meta = torch.load(path, map_location="cpu", weights_only=False)
-        k = math.floor(meta["train_minutes"] / args.eval_every + 1e-9)
-        if 1 <= k <= round(args.minutes / args.eval_every) and k not in points:
-            points[k] = (path, {"train_minutes": meta["train_minutes"], "kimg": meta["kimg"]})
-    return [(k, *points[k]) for k in sorted(points)]
+def train_run(run_dir: Path, row: Row, seed: int, proto: Protocol, overrides: list[str]) -> None:
+    """train.py for proto.kimg with a snapshot every kimg/points; re-running resumes its checkpoint."""
+    every = proto.kimg / proto.points
+    python(["train.py", "--config", proto.config, f"run_dir={run_dir}", f"train.seed={seed}",
+            f"train.total_kimg={proto.kimg}", f"train.snapshot_kimg={every}", "train.keep_snapshots=0",
+            "train.sample_kimg=0", f"train.checkpoint_kimg={every}", "train.keep_checkpoints=1",
+            f"train.log_kimg={every}", *overrides, *row.train_overrides], threads=proto.threads)
 
 
-def mean_img_per_s(run_dir: Path) -> float:
-    stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
-    return float(np.mean([s["img_per_s"] for s in stats]))
-
-
-def evaluate_run(run_dir: Path, row_name: str, seed: int, evaluator: "Evaluator", args) -> dict:
-    points = snapshot_points(run_dir, args)
-    expected = round(args.minutes / args.eval_every)
-    if len(points) != expected:
-        raise RuntimeError(f"{run_dir}: {len(points)} of {expected} evaluation snapshots were written")
-    results = []
-    for k, path, meta in points:
-        grid = run_dir / f"grid-{meta['train_minutes']:.1f}min.png" if k == expected else None
-        metrics = evaluator(path, ROWS[row_name].eval_overrides, grid)
-        results.append({"eval_index": k, **meta, **metrics})
-        print(json.dumps({"row": row_name, "seed": seed, **results[-1]}), flush=True)
-    return {"row": row_name, "seed": seed, "minutes": args.minutes, "eval_every": args.eval_every,
-            "img_per_s": mean_img_per_s(run_dir), "points": results}
+def snapshots(run_dir: Path, proto: Protocol) -> list[Path]:
+    found = sorted((run_dir / "snapshots").glob("ema-*.pt"))
+    if len(found) != proto.points:
+        raise RuntimeError(f"{run_dir}: {len(found)} of {proto.points} evaluation snapshots were written")
+    return found
 
 
 class Evaluator:
-    """Holds the feature network and reference statistics; evaluates a snapshot with per-row overrides."""
+    """Holds the feature network and reference statistics; scores a snapshot with the protocol's sampler."""
 
-    def __init__(self, args, out: Path):
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        base = load_eval_config(args.eval_config, [f"num_samples={args.num_samples}"])
-        ref_path = out / "reference.npz"
+    def __init__(self, proto: Protocol, reference: str, work: Path):
+        from evaluation.config import load_eval_config
+        from evaluation.evaluate import build_feature_net, reference_pool_features
+        from evaluation.metrics import load_reference
+
+        self.proto, self.device = proto, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        base = load_eval_config(proto.eval_config)
+        ref_path = work / f"reference-{Path(proto.eval_config).stem}.npz"
         if not ref_path.exists():
-            python(["eval_latent.py", "ref", "--config", args.eval_config, "--source", args.reference,
-                    "--out", str(ref_path)])
+            python(["eval_latent.py", "ref", "--config", proto.eval_config, "--source", reference, "--out",
+                    str(ref_path)])
         self.ref = load_reference(str(ref_path))
         self.feature_net = build_feature_net(base, self.device)
         self.ref_pool = reference_pool_features(self.ref, self.feature_net, base, self.device)
-        self.args = args
 
-    def __call__(self, snapshot: Path, overrides: list[str], grid: Path | None) -> dict:
-        cfg = load_eval_config(self.args.eval_config, [f"num_samples={self.args.num_samples}", *overrides])
+    def __call__(self, snapshot: Path, seed: int, overrides: list[str], grid: Path | None) -> dict:
+        from evaluation.config import load_eval_config
+        from evaluation.evaluate import evaluate_snapshot
+
+        # evaluation seeds depend on the run's seed only: the same noise and classes for every row of a seed
+        cfg = load_eval_config(self.proto.eval_config, [
+            f"num_samples={self.proto.num_samples}", f"num_steps={self.proto.num_steps}", "sampler=edm",
+            f"seed_start={seed * 1_000_000}", *overrides])
         return evaluate_snapshot(snapshot, cfg, self.feature_net, self.ref, self.ref_pool, self.device, grid)
 
 
+def evaluate_run(run_dir: Path, name: str, seed: int, evaluator: Evaluator, proto: Protocol) -> dict:
+    points = []
+    found = snapshots(run_dir, proto)
+    for i, path in enumerate(found):
+        kimg = float(re.search(r"ema-(\d+\.\d+)\.pt$", path.name).group(1))  # ema-<kimg:011.3f>.pt
+        grid = run_dir / "grid-final.png" if i == len(found) - 1 else None
+        metrics = evaluator(path, seed, ROWS[name].eval_overrides, grid)
+        points.append({"kimg": kimg, **metrics})
+        print(json.dumps({"row": name, "seed": seed, **points[-1]}), flush=True)
+    stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    return {"row": name, "seed": seed, "protocol": proto.__dict__, "machine": machine(),
+            "train_minutes": stats[-1]["train_min"], "points": points}
+
+
+def run_command(args) -> None:
+    proto = protocol_from(args)
+    results = REPO / args.results / proto.tag() / "runs"
+    results.mkdir(parents=True, exist_ok=True)
+    work = (REPO / args.work / proto.tag()).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(proto.threads)
+    evaluator = None
+    for seed in args.seeds:
+        order = list(args.rows)
+        random.Random(seed).shuffle(order)  # a seed's rows back to back, in a seed-dependent order
+        for name in order:
+            result_file = results / f"{name}-seed{seed}.json"
+            if result_file.exists():
+                continue
+            run_dir = work / f"{name}-seed{seed}"
+            started = time.time()
+            train_run(run_dir, ROWS[name], seed, proto, args.overrides)
+            evaluator = evaluator or Evaluator(proto, args.reference, work)
+            result = evaluate_run(run_dir, name, seed, evaluator, proto)
+            result_file.write_text(json.dumps(result, indent=1) + "\n")
+            print(f"{name} seed {seed}: done in {(time.time() - started) / 60:.1f} min", flush=True)
+
+
 # ----------------------------------------------------------------------------
-# Summaries: mean curves over seeds, time / images to reach the baseline's final quality.
+# throughput: every row's training img/s, side by side, interleaved rounds.
 
 
-def mean_curve(runs: list[dict], key: str) -> np.ndarray:
-    """(K,) mean over seeds of `key` at each evaluation point."""
-    return np.array([np.mean([r["points"][k][key] for r in runs]) for k in range(len(runs[0]["points"]))])
+def measure_img_per_s(name: str, proto: Protocol, steps: int, threads: int, work: Path, overrides: list[str]) -> float:
+    """Training img/s of one row: `steps` optimizer steps after as many warm-up steps (the first log tick)."""
+    run_dir = work / f"throughput-{name}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    batch = 32
+    kimg = 2 * steps * batch / 1000
+    python(["train.py", "--config", proto.config, f"run_dir={run_dir}", f"train.total_kimg={kimg}",
+            f"train.log_kimg={kimg / 2}", "train.snapshot_kimg=0", "train.sample_kimg=0",
+            f"train.checkpoint_kimg={kimg}", f"train.batch_size={batch}", *overrides, *ROWS[name].train_overrides],
+           threads=threads)
+    stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return float(stats[-1]["img_per_s"])  # the second tick: steady state
 
 
-def first_reach(xs: np.ndarray, fds: np.ndarray, target: float) -> float | None:
-    """Smallest x where the piecewise-linear FD(x) curve first falls to `target` (None if it never does)."""
-    for i, fd in enumerate(fds):
-        if fd <= target:
+def throughput_command(args) -> None:
+    proto = protocol_from(args)
+    out = REPO / args.results / proto.tag() / "throughput"
+    out.mkdir(parents=True, exist_ok=True)
+    work = (REPO / args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    rounds = []
+    for r in range(args.rounds):
+        order = list(args.rows)
+        random.Random(1000 + r).shuffle(order)
+        rounds.append({name: measure_img_per_s(name, proto, args.steps, args.threads, work, args.overrides)
+                       for name in order})
+        print(json.dumps({"round": r, **rounds[-1]}), flush=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    record = {"machine": machine(), "threads": args.threads, "steps": args.steps, "rounds": rounds,
+              "when": stamp}
+    (out / f"{stamp}.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+# ----------------------------------------------------------------------------
+# report: endpoints, paired statistics, table, plot, README section — from the committed files only.
+
+
+def load_runs(root: Path) -> dict[str, dict[int, dict]]:
+    by_row: dict[str, dict[int, dict]] = {}
+    for f in sorted((root / "runs").glob("*.json")):
+        run = json.loads(f.read_text())
+        by_row.setdefault(run["row"], {})[run["seed"]] = run
+    return by_row
+
+
+def load_throughput(root: Path) -> dict[str, dict]:
+    """Per row: img/s of every round of the newest throughput file, its mean and the ratio to the reference."""
+    files = sorted((root / "throughput").glob("*.json"))
+    if not files:
+        return {}
+    record = json.loads(files[-1].read_text())
+    rows = {name for rnd in record["rounds"] for name in rnd}
+    out = {}
+    for name in rows:
+        values = [rnd[name] for rnd in record["rounds"] if name in rnd]
+        ref = [rnd[REFERENCE_ROW] for rnd in record["rounds"] if name in rnd and REFERENCE_ROW in rnd]
+        out[name] = {"img_per_s": float(np.mean(values)), "rounds": values,
+                     "ratio": float(np.mean(np.array(values[:len(ref)]) / np.array(ref))) if ref else None}
+    return out
+
+
+def curve(run: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(kimg (K,), ln FD (K,)) of one run."""
+    return np.array([p["kimg"] for p in run["points"]]), np.log([p["fd"] for p in run["points"]])
+
+
+def mean_over(xs: np.ndarray, ys: np.ndarray, lo: float, hi: float) -> float:
+    """Mean of the piecewise-linear y(x) over [lo, hi] (area / width)."""
+    grid = np.linspace(lo, hi, 401)
+    return float(np.trapezoid(np.interp(grid, xs, ys), grid) / (hi - lo))
+
+
+def area_over_images(run: dict) -> float:
+    kimg, ln_fd = curve(run)
+    return mean_over(kimg, ln_fd, kimg[0], kimg[-1])
+
+
+def area_over_minutes(run: dict, img_per_s: float, window: tuple[float, float]) -> float:
+    kimg, ln_fd = curve(run)
+    return mean_over(kimg * 1000 / img_per_s / 60, ln_fd, *window)
+
+
+def shared_window(runs_a: dict, speed_a: float, runs_b: dict, speed_b: float) -> tuple[float, float] | None:
+    """The wall-clock interval where both rows have evaluation points: [later first point, earlier last point]."""
+    def span(runs, speed):
+        kimg = curve(next(iter(runs.values())))[0]
+        return kimg[0] * 1000 / speed / 60, kimg[-1] * 1000 / speed / 60
+
+    (a0, a1), (b0, b1) = span(runs_a, speed_a), span(runs_b, speed_b)
+    lo, hi = max(a0, b0), min(a1, b1)
+    return (lo, hi) if hi > lo else None
+
+
+def minutes_to_reach(run: dict, img_per_s: float, target_fd: float) -> float | None:
+    """First training minute at which the piecewise-linear FD curve reaches target_fd (None: never)."""
+    kimg = np.array([p["kimg"] for p in run["points"]])
+    fd = np.array([p["fd"] for p in run["points"]])
+    for i in range(len(fd)):
+        if fd[i] <= target_fd:
             if i == 0:
-                return float(xs[0])
-            # linear interpolation between the previous point (above target) and this one
-            frac = (fds[i - 1] - target) / (fds[i - 1] - fd)
-            return float(xs[i - 1] + frac * (xs[i] - xs[i - 1]))
+                return float(kimg[0] * 1000 / img_per_s / 60)
+            frac = (fd[i - 1] - target_fd) / (fd[i - 1] - fd[i])
+            return float((kimg[i - 1] + frac * (kimg[i] - kimg[i - 1])) * 1000 / img_per_s / 60)
     return None
 
 
-def summarize(by_row: dict[str, list[dict]], baseline: str) -> list[dict]:
-    """Per row: mean curves, and the minutes / kimg at which the mean FD first reaches the baseline's final mean
-    FD; speed-ups divide the baseline's own first-reach by the row's (the baseline is 1× by construction)."""
-    base = by_row[baseline]
-    target = mean_curve(base, "fd")[-1]
-    base_minutes = first_reach(mean_curve(base, "train_minutes"), mean_curve(base, "fd"), target)
-    base_kimg = first_reach(mean_curve(base, "kimg"), mean_curve(base, "fd"), target)
-    rows = []
-    for name, runs in by_row.items():
-        fd, minutes, kimg = mean_curve(runs, "fd"), mean_curve(runs, "train_minutes"), mean_curve(runs, "kimg")
-        fd_sd = np.array([np.std([r["points"][k]["fd"] for r in runs]) for k in range(len(fd))])
-        reach_min, reach_kimg = first_reach(minutes, fd, target), first_reach(kimg, fd, target)
-        rows.append({"row": name, "label": ROWS[name].label, "seeds": sorted(r["seed"] for r in runs),
-                     "img_per_s": float(np.mean([r["img_per_s"] for r in runs])), "minutes": minutes.tolist(),
-                     "kimg": kimg.tolist(), "fd": fd.tolist(), "fd_sd": fd_sd.tolist(),
-                     "class_accuracy": float(mean_curve(runs, "class_accuracy")[-1]),
-                     "minutes_to_target": reach_min, "kimg_to_target": reach_kimg,
-                     "reached_by_first_eval": bool(fd[0] <= target),  # then it is an upper bound (≤)
-                     "speedup_wallclock": base_minutes / reach_min if reach_min else None,
-                     "speedup_images": base_kimg / reach_kimg if reach_kimg else None})
-    return rows
+def endpoints(by_row: dict, speed: dict, a: str, b: str) -> dict[str, dict[str, dict[int, float]]]:
+    """Per-seed endpoints of rows a and b over the wall-clock window they share (primary) and the rest."""
+    window = shared_window(by_row[a], speed[a]["img_per_s"], by_row[b], speed[b]["img_per_s"]) \
+        if a in speed and b in speed else None
+    out = {}
+    for name in (a, b):
+        runs = by_row[name]
+        out[name] = {
+            "ln_fd_area_minutes": {s: area_over_minutes(r, speed[name]["img_per_s"], window)
+                                   for s, r in runs.items()} if window else {},
+            "ln_fd_area_kimg": {s: area_over_images(r) for s, r in runs.items()},
+            "final_fd": {s: r["points"][-1]["fd"] for s, r in runs.items()},
+            "final_class_accuracy": {s: r["points"][-1]["class_accuracy"] for s, r in runs.items()}}
+    return out
 
 
-def markdown_table(summary: list[dict], baseline: str, args) -> str:
-    times = [f"FD @ {args.eval_every * (k + 1):g} min" for k in range(len(summary[0]["fd"]))]
-    head = ["row", "seeds", "img/s", "kimg @ end", *times, "class acc @ end",
-            f"min to {baseline} final FD", "speed-up (wall-clock)", "speed-up (images)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for s in summary:
-        fds = [f"{m:.1f} ± {sd:.1f}" if len(s["seeds"]) > 1 else f"{m:.1f}" for m, sd in zip(s["fd"], s["fd_sd"])]
-        bound = ("≤ ", "≥ ") if s["reached_by_first_eval"] and s["row"] != baseline else ("", "")
-        reach = f"{bound[0]}{s['minutes_to_target']:.2f}" if s["minutes_to_target"] is not None else "not reached"
-        speed = [f"{bound[1]}{v:.2f}×" if v is not None else "—" for v in (s["speedup_wallclock"], s["speedup_images"])]
-        cells = [s["label"], ",".join(map(str, s["seeds"])), f"{s['img_per_s']:.0f}", f"{s['kimg'][-1]:.1f}", *fds,
-                 f"{s['class_accuracy']:.3f}", reach, *speed]
-        lines.append("| " + " | ".join(cells) + " |")
+def compare(by_row: dict, speed: dict, row: str, ref: str) -> dict:
+    ends = endpoints(by_row, speed, row, ref)
+    return {key: paired_comparison(ends[row][key], ends[ref][key]) for key in ends[row] if ends[row][key]}
+
+
+def reach_minutes(by_row: dict, speed: dict, row: str) -> dict[int, float | None]:
+    """Per seed: minutes the row needs to reach the DiT + EDM final FD of the same seed."""
+    if TARGET_ROW not in by_row or row not in speed:
+        return {}
+    return {s: minutes_to_reach(r, speed[row]["img_per_s"], by_row[TARGET_ROW][s]["points"][-1]["fd"])
+            for s, r in by_row[row].items() if s in by_row[TARGET_ROW]}
+
+
+def fmt_ci(c: dict | None, digits: int = 3) -> str:
+    if c is None:
+        return "—"
+    lo, hi = c["ci95"]
+    p = f"{c['wilcoxon_p']:.2f}" if c["wilcoxon_p"] is not None else "—"
+    ci = f" [{lo:+.{digits}f}, {hi:+.{digits}f}]" if np.isfinite(lo) else ""
+    return f"{c['mean']:+.{digits}f}{ci}, p {p}, P(better) {c['p_improvement']:.2f}"
+
+
+def mean_ci(values: list[float]) -> str:
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
+        return f"{v.mean():.3f}"
+    from paired_stats import bootstrap_ci
+
+    lo, hi = bootstrap_ci(v)
+    return f"{v.mean():.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def build_summary(root: Path) -> dict:
+    by_row, speed = load_runs(root), load_throughput(root)
+    rows = [name for name in ROWS if name in by_row]
+    summary = {"rows": {}, "comparisons": {}, "power": {}}
+    for name in rows:
+        runs = by_row[name]
+        reach = reach_minutes(by_row, speed, name)
+        primary = endpoints(by_row, speed, name, REFERENCE_ROW)[name]["ln_fd_area_minutes"] \
+            if REFERENCE_ROW in by_row else {}
+        summary["rows"][name] = {
+            "label": ROWS[name].label, "seeds": sorted(runs), "img_per_s": speed.get(name, {}).get("img_per_s"),
+            "throughput_ratio": speed.get(name, {}).get("ratio"),
+            "ln_fd_area_minutes": list(primary.values()),
+            "ln_fd_area_kimg": [area_over_images(r) for r in runs.values()],
+            "final_fd": [r["points"][-1]["fd"] for r in runs.values()],
+            "final_class_accuracy": [r["points"][-1]["class_accuracy"] for r in runs.values()],
+            "minutes_to_dit_final": reach,
+            "curve_kimg": curve(next(iter(runs.values())))[0].tolist(),
+            "curve_fd": [[p["fd"] for p in r["points"]] for r in runs.values()]}
+    pairs = [(name, REFERENCE_ROW) for name in rows if name != REFERENCE_ROW and REFERENCE_ROW in by_row]
+    pairs += [(a, f) for a in ADAPTIVE_ROWS for f in FIXED_MASKDIT_ROWS
+              if a in by_row and f in by_row and f != REFERENCE_ROW]
+    pairs += [(a, b) for a, b in SEED_CLAIMS if a in by_row and b in by_row]
+    for a, b in pairs:
+        summary["comparisons"][f"{a} vs {b}"] = compare(by_row, speed, a, b)
+    for key, comp in summary["comparisons"].items():
+        c = comp.get("ln_fd_area_minutes") or comp.get("ln_fd_area_kimg")
+        if c is not None and len(c["seeds"]) > 1:
+            # 5 % lower FD throughout = ln(1.05) lower mean ln FD
+            summary["power"][key] = {"sd_diff": c["sd"], "seeds_for_5pct": seeds_needed(c["sd"], np.log(1.05)),
+                                     "seeds_for_10pct": seeds_needed(c["sd"], np.log(1.10))}
+    return summary
+
+
+def markdown(summary: dict, proto_tag: str) -> str:
+    lines = [f"Protocol `{proto_tag}`. ln-FD areas: mean of ln FD_fmnist over the wall-clock window shared with "
+             f"{ROWS[REFERENCE_ROW].label} (primary) and over the image grid; values are means over seeds with "
+             "bootstrap 95 % intervals; lower is better.", "",
+             "| row | seeds | img/s (ratio) | ln-FD area, wall-clock | ln-FD area, images | final FD | final class acc "
+             "| min to DiT final FD |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in summary["rows"].items():
+        speed = f"{r['img_per_s']:.1f} ({r['throughput_ratio']:.2f}×)" if r["img_per_s"] else "not measured"
+        reach = [v for v in r["minutes_to_dit_final"].values()]
+        reached = [v for v in reach if v is not None]
+        reach_txt = (f"{np.mean(reached):.2f} ({len(reached)}/{len(reach)} reached)" if reached
+                     else (f"not reached (0/{len(reach)})" if reach else "—"))
+        lines.append("| " + " | ".join([
+            r["label"], ",".join(map(str, r["seeds"])), speed,
+            mean_ci(r["ln_fd_area_minutes"]) if r["ln_fd_area_minutes"] else "—", mean_ci(r["ln_fd_area_kimg"]),
+            mean_ci(r["final_fd"]).replace(".000", ""), mean_ci(r["final_class_accuracy"]), reach_txt]) + " |")
+    lines += ["", "Paired differences (row − other, per seed; negative = row better): mean [95 % bootstrap], "
+              "Wilcoxon p, probability of improvement.", "",
+              "| comparison | seeds | Δ ln-FD area, wall-clock | Δ ln-FD area, images | Δ final FD | seeds for 5 % / 10 % |",
+              "|---|---|---|---|---|---|"]
+    for key, comp in summary["comparisons"].items():
+        a, b = key.split(" vs ")
+        first = next(iter(comp.values()))
+        power = summary["power"].get(key)
+        lines.append("| " + " | ".join([
+            f"{ROWS[a].label} vs {ROWS[b].label}", str(len(first["seeds"])), fmt_ci(comp.get("ln_fd_area_minutes")),
+            fmt_ci(comp.get("ln_fd_area_kimg")), fmt_ci(comp.get("final_fd"), 1),
+            f"{power['seeds_for_5pct']} / {power['seeds_for_10pct']}" if power else "—"]) + " |")
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: list[dict], path: Path, metric_name: str) -> None:
+def plot(summary: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for s in summary:
-        fd, sd = np.array(s["fd"]), np.array(s["fd_sd"])
-        for ax, xs in zip(axes, (s["minutes"], s["kimg"])):
-            ax.plot(xs, fd, marker="o", label=f"{s['label']} (n={len(s['seeds'])})")
-            if len(s["seeds"]) > 1:
-                ax.fill_between(xs, fd - sd, fd + sd, alpha=0.15)
-    axes[0].set_xlabel("training wall-clock (min)")
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    for name, r in summary["rows"].items():
+        kimg, fds = np.array(r["curve_kimg"]), np.log(np.array(r["curve_fd"]))  # (K,), (S, K)
+        mean = fds.mean(0)
+        half = 1.96 * fds.std(0, ddof=1) / np.sqrt(len(fds)) if len(fds) > 1 else np.zeros_like(mean)
+        xs_sets = [kimg] + ([kimg * 1000 / r["img_per_s"] / 60] if r["img_per_s"] else [])
+        for ax, xs in zip(axes[:2] if r["img_per_s"] else axes[1:2], xs_sets):
+            ax.plot(xs, np.exp(mean), marker="o", ms=3, label=f"{r['label']} (n={len(fds)})")
+            ax.fill_between(xs, np.exp(mean - half), np.exp(mean + half), alpha=0.15)
+    axes[0].set_xlabel("training wall-clock (min, from measured img/s)")
     axes[1].set_xlabel("training images (kimg)")
-    axes[0].set_ylabel(f"{metric_name} (lower is better)")
-    for ax in axes:
+    for ax in axes[:2]:
+        ax.set_ylabel("FD_fmnist (lower is better)")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
+    axes[1].legend(fontsize=6)
+    names = [k for k in summary["comparisons"] if k.endswith(f"vs {REFERENCE_ROW}")]
+    for i, key in enumerate(names):
+        comp = summary["comparisons"][key]
+        c = comp.get("ln_fd_area_minutes") or comp.get("ln_fd_area_kimg")
+        axes[2].scatter(c["diffs"], [i] * len(c["diffs"]), s=12, color="gray")
+        if np.isfinite(c["ci95"][0]):
+            axes[2].plot(c["ci95"], [i, i], color="C0", lw=3)
+        axes[2].plot([c["mean"]], [i], "kd")
+    axes[2].axvline(0, color="k", lw=0.8)
+    axes[2].set_yticks(range(len(names)), [ROWS[k.split(" vs ")[0]].label for k in names], fontsize=6)
+    axes[2].set_xlabel(f"Δ mean ln FD vs {ROWS[REFERENCE_ROW].label} (per seed, 95 % CI)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def report_command(args) -> None:
+    proto = protocol_from(args)
+    root = REPO / args.results / proto.tag()
+    summary = build_summary(root)
+    if not summary["rows"]:
+        sys.exit(f"error: no finished runs under {root / 'runs'}")
+    table = markdown(summary, proto.tag())
+    (root / "table.md").write_text(table)
+    (root / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    plot(summary, root / "quality.png")
+    if args.readme:
+        readme = REPO / args.readme
+        text = readme.read_text()
+        pattern = re.compile(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), re.S)
+        if not pattern.search(text):
+            sys.exit(f"error: {readme} has no {README_BEGIN} ... {README_END} section to replace")
+        readme.write_text(pattern.sub(lambda _: f"{README_BEGIN}\n{table}{README_END}", text))
+    print(table)
 
 
 # ----------------------------------------------------------------------------
 
 
-def finished_runs(out: Path, args) -> dict[str, list[dict]]:
-    """Every finished run in <out> with this budget, by row, whichever invocation (seeds, rows) made it."""
-    by_row = {}
-    for name in ROWS:
-        runs = [json.loads(f.read_text()) for f in sorted((out / "runs").glob(f"{name}-seed*/eval.json"))]
-        runs = [r for r in runs if (r["minutes"], r["eval_every"]) == (args.minutes, args.eval_every)]
-        if runs:
-            by_row[name] = runs
-    return by_row
+def protocol_from(args) -> Protocol:
+    return Protocol(args.config, args.kimg, args.points, args.num_samples, args.num_steps, args.eval_config,
+                    args.threads)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/train/fashion-mnist.yaml")
+    p.add_argument("command", choices=["run", "throughput", "report"])
+    defaults = Protocol()
+    p.add_argument("--config", default=defaults.config)
+    p.add_argument("--kimg", type=float, default=defaults.kimg, help="training images per run")
+    p.add_argument("--points", type=int, default=defaults.points, help="evaluation points, evenly spaced in kimg")
+    p.add_argument("--num-samples", type=int, default=defaults.num_samples, help="samples per evaluation point")
+    p.add_argument("--num-steps", type=int, default=defaults.num_steps, help="Heun steps of the evaluation sampler")
+    p.add_argument("--eval-config", default=defaults.eval_config)
+    p.add_argument("--threads", type=int, default=defaults.threads,
+                   help="CPU threads per training run (part of the protocol: it fixes the float reduction order)")
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
-    p.add_argument("--baseline", default="dit_edm", choices=list(ROWS), help="row whose final FD is the target")
-    p.add_argument("--minutes", type=float, default=3.0, help="training-clock budget per run")
-    p.add_argument("--eval-every", type=float, default=1.5, help="minutes of training clock between evaluations")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--num-samples", type=int, default=400)
-    p.add_argument("--unet-channels", type=int, default=32, help="U-Net DDPM row width (DDPM CIFAR-10: 128)")
-    p.add_argument("--eval-config", default="configs/test/fashion-mnist.yaml")
+    p.add_argument("--rounds", type=int, default=3, help="throughput: interleaved rounds")
+    p.add_argument("--steps", type=int, default=24, help="throughput: timed optimizer steps per row and round")
     p.add_argument("--reference", default="fashion_mnist:test", help="eval_latent.py source of the reference set")
-    p.add_argument("--out", default="results/bench-ttq")
+    p.add_argument("--results", default="docs/benchmarks/ttq", help="committed results root")
+    p.add_argument("--work", default="results/ttq-work", help="checkpoints and snapshots (not committed)")
+    p.add_argument("--readme", default=None, help="report: also replace the table section of this README")
     p.add_argument("overrides", nargs="*", help="train config overrides for every row (key=value)")
-    args = p.parse_args(argv)
-    n = args.minutes / args.eval_every
-    if args.eval_every <= 0 or abs(n - round(n)) > 1e-6:
-        p.error("--minutes must be a whole multiple of --eval-every")
+    args = p.parse_intermixed_args(argv)  # key=value overrides may follow any option
+    if args.points < 2 or args.kimg <= 0:
+        p.error("--points must be ≥ 2 and --kimg positive")
     return args
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    out = (REPO / args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    evaluator = None
-    for seed in args.seeds:
-        for name in args.rows:
-            run_dir = out / "runs" / f"{name}-seed{seed}"
-            result_file = run_dir / "eval.json"
-            if result_file.exists():
-                continue
-            train_run(run_dir, ROWS[name], seed, args)
-            evaluator = evaluator or Evaluator(args, out)
-            result_file.write_text(json.dumps(evaluate_run(run_dir, name, seed, evaluator, args), indent=2) + "\n")
-    by_row = finished_runs(out, args)
-    if args.baseline not in by_row:
-        sys.exit(f"error: baseline row {args.baseline} has no finished run in {out}; add it to --rows")
-    summary = summarize(by_row, args.baseline)
-    table = markdown_table(summary, args.baseline, args)
-    (out / "table.md").write_text(table)
-    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot(summary, out / "quality_vs_time.png", "FD_fmnist" if "fashion" in args.eval_config else "FID")
-    print(table)
+    {"run": run_command, "throughput": throughput_command, "report": report_command}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ plus what the trainer checks against the model and records in snapshots for deco
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -105,6 +106,42 @@ def latent_training_data(data_cfg, seed, rank, num_ranks, batch_gpu, device, dat
                         f"{data_cfg.source} {data_cfg.path} {meta['count']} latents {channels}x{meta['shape'][2]}x"
                         f"{meta['shape'][3]}", {"space": "latent", "vae": meta["vae"],
                                                 "scaling_factor": meta["scaling_factor"], "source": data_cfg.source})
+
+
+def optimal_loss_reference(data_cfg, max_images: int, seed: int = 0) -> tuple[torch.Tensor, str, Path]:
+    """The training distribution as a tensor, for the ideal-denoiser estimate of J*(σ) (diffusion/optimal_loss.py):
+    -> (images (N, C, H, W) float32 in the model's space, a description, the cache file beside the data).
+
+    Pixels: the whole training split, with the mirrored copies when data.xflip is on (they are part of what the
+    model is trained on). Latents (LMDB): a random subset of max_images records, each one posterior draw
+    z = (mean + std·ε)·scaling with one of its stored copies. The cache file lives beside an LMDB store and under
+    the cache root for the built-in pixel sources (their directories may be read-only)."""
+    from utils.cache import cache_root
+
+    gen = torch.Generator().manual_seed(seed)
+    if data_cfg.source in PIXEL_SOURCES:
+        images = PIXEL_SOURCES[data_cfg.source]("train", data_cfg.path).images  # (N, C, H, W)
+        if data_cfg.xflip:
+            images = torch.cat([images, images.flip(-1)])
+        where = cache_root() / "optimal_loss" / f"{data_cfg.source}-{Path(data_cfg.path or 'default').name}"
+        return images, f"{data_cfg.source} train{' + flips' if data_cfg.xflip else ''}", where
+    if data_cfg.source != "lmdb":
+        raise DataMismatchError(f"data.source {data_cfg.source}: J* needs random access to the data (pixels or "
+                                "lmdb); train the excess_loss strategy from the LMDB store the shards came from")
+    from dataio.autoencoder import sample_latents
+    from dataio.latent_store import LatentLMDB
+
+    store = LatentLMDB(data_cfg.path)
+    picks = torch.randperm(len(store), generator=gen)[:max_images].tolist()
+    moments = []
+    for i in picks:
+        copies, _ = store[i]  # (copies, 2C, h, w)
+        copy = int(torch.randint(copies.shape[0] if data_cfg.xflip else 1, (1,), generator=gen))
+        moments.append(copies[copy])
+    moments = torch.stack(moments)  # (K, 2C, h, w)
+    eps = torch.randn((len(moments), moments.shape[1] // 2, *moments.shape[2:]), generator=gen)
+    latents = sample_latents(moments, store.meta["scaling_factor"], eps=eps)
+    return latents, f"{len(picks)} of {len(store)} latents of {data_cfg.path}", Path(str(data_cfg.path) + ".optimal_loss")
 
 
 def check_matches_model(data: TrainingData, model_cfg) -> None:

@@ -15,6 +15,7 @@ class SamplingOptions:
     cfg_scale: float = 1.0
     guidance_interval: tuple[float, float] | None = None  # (σ_lo, σ_hi): guide only inside
     s_churn: float = 0.0
+    clip_denoised: bool = False  # ddim / ddpm: clamp x̂0 to [−1, 1] each step (pixel models only)
 
 
 def labels_for_seeds(seeds: list[int], num_classes: int, fixed_class: int | None = None) -> torch.Tensor | None:
@@ -41,7 +42,7 @@ def sample_batch(net, seeds: list[int], labels: torch.Tensor | None, shape: tupl
         denoise = limited_guidance(net, labels, opts.cfg_scale, null, *opts.guidance_interval)
     else:
         denoise = guided_denoiser(net, labels, opts.cfg_scale, null)
-    return run_sampler(opts.sampler, denoise, noise, opts.num_steps, randn, opts.s_churn)
+    return run_sampler(opts.sampler, denoise, noise, opts.num_steps, randn, opts.s_churn, opts.clip_denoised)
 
 
 def generate(net, decoder, seeds: list[int], labels: torch.Tensor | None, opts: SamplingOptions, batch_size: int,

@@ -19,8 +19,8 @@ class LossTerms:
     """Per-sample terms, each (N,) float32. `total` is what is optimised."""
 
     total: torch.Tensor
-    denoise: torch.Tensor  # weighted DSM over visible tokens
-    mae: torch.Tensor  # unweighted MAE over masked tokens (zeros when nothing is masked)
+    denoise: torch.Tensor  # weighted DSM over visible tokens (× the strategy's p/q when it has one)
+    mae: torch.Tensor  # MAE over masked tokens, not σ-weighted (zeros when nothing is masked; × p/q if any)
     sigma: torch.Tensor  # the σ each sample was trained at
     raw_denoise: torch.Tensor  # unweighted ||D - y||² over visible tokens: what strategies learn from
 
@@ -65,7 +65,10 @@ class MaskDiTLoss:
         mask = self.make_mask(draws.mask_noise, mask_ratio)
         if labels is not None and self.null_label is not None:
             labels = drop_labels(labels, draws.label_drop, self.null_label)
-        denoised = net(noisy, sigma, labels, mask)  # (N, C, H, W) float32
+        if draws.route_noise is None:
+            denoised = net(noisy, sigma, labels, mask)  # (N, C, H, W) float32
+        else:  # TREAD: the loss stays the plain loss over all tokens (REFERENCE.md §5)
+            denoised = net(noisy, sigma, labels, mask, draws.route_noise)
         err = per_token_sq_error(denoised, y, self.patch_size)  # (N, L)
         visible = torch.ones_like(err) if mask is None else 1 - mask.mask  # (N, L)
         # MaskDiT Eq. 3: λ(σ)·||D - y||², averaged over the visible tokens only.
@@ -74,6 +77,10 @@ class MaskDiTLoss:
         mae = torch.zeros_like(denoise)
         if mask is not None and self.mae_weight > 0:
             mae = token_mean(mae_per_token(denoised, noisy, self.patch_size), mask.mask)  # (N,)
+        ratio = strategy.objective_ratio(sigma)  # (N,) p/q of proposal-sampling strategies, else None
+        if ratio is not None:
+            # Importance weights multiply the whole objective, so E_q[ratio·(λℓ + w·MAE)] = E_p[λℓ + w·MAE].
+            denoise, mae = ratio * denoise, ratio * mae
         return LossTerms(total=denoise + self.mae_weight * mae, denoise=denoise, mae=mae, sigma=sigma,
                          raw_denoise=raw.detach())
 

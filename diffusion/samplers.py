@@ -79,22 +79,28 @@ def respaced_timesteps(num_steps: int, num_train_steps: int = 1000) -> torch.Ten
 
 
 @torch.no_grad()
-def ddim_sample(denoise: Denoiser, noise: torch.Tensor, num_steps: int = 50, num_train_steps: int = 1000) -> torch.Tensor:
-    """DDIM, η = 0 (Song et al. 2021, Eq. 12). In EDM coordinates the update is x' = D + (σ'/σ)(x − D)."""
+def ddim_sample(denoise: Denoiser, noise: torch.Tensor, num_steps: int = 50, num_train_steps: int = 1000,
+                clip_denoised: bool = False) -> torch.Tensor:
+    """DDIM, η = 0 (Song et al. 2021, Eq. 12). In EDM coordinates the update is x' = D + (σ'/σ)(x − D).
+    clip_denoised: clamp x̂0 to [−1, 1] at every step, as DDPM/DDIM's code does for pixel data."""
     abar = vp_alphas_cumprod(num_train_steps).to(noise.device)
     sigmas = ((1 - abar) / abar).sqrt()[respaced_timesteps(num_steps, num_train_steps).to(noise.device)]
     sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
     x = noise.to(torch.float64) * sigmas[0]
     for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
         d = denoise(x.float(), sigma.float()).to(torch.float64)
+        d = d.clamp(-1, 1) if clip_denoised else d
         x = d + (sigma_next / sigma) * (x - d)
     return x.float()
 
 
 @torch.no_grad()
 def ddpm_sample(denoise: Denoiser, noise: torch.Tensor, num_steps: int = 1000, num_train_steps: int = 1000,
-                randn_like: Callable[[torch.Tensor], torch.Tensor] = torch.randn_like) -> torch.Tensor:
-    """Ancestral sampling with the posterior q(x_{t−1} | x_t, x0) (Ho et al. 2020, Eqs. 6-7) on respaced steps."""
+                randn_like: Callable[[torch.Tensor], torch.Tensor] = torch.randn_like,
+                clip_denoised: bool = False) -> torch.Tensor:
+    """Ancestral sampling with the posterior q(x_{t−1} | x_t, x0) (Ho et al. 2020, Eqs. 6-7) on respaced steps.
+    clip_denoised: clamp x̂0 to [−1, 1] before the posterior mean, as Ho et al.'s code does (pixel data only:
+    latents are not bounded)."""
     abar_all = vp_alphas_cumprod(num_train_steps).to(noise.device)
     abar = abar_all[respaced_timesteps(num_steps, num_train_steps).to(noise.device)]  # (S,) decreasing noise
     x_vp = noise.to(torch.float64) * (1 - abar[0]).sqrt()  # ≈ N(0, I) at t = T−1
@@ -103,6 +109,7 @@ def ddpm_sample(denoise: Denoiser, noise: torch.Tensor, num_steps: int = 1000, n
         abar_prev = abar[i + 1] if i + 1 < num_steps else abar.new_ones(())
         sigma = ((1 - abar_t) / abar_t).sqrt()
         x0 = denoise((x_vp / abar_t.sqrt()).float(), sigma.float()).to(torch.float64)
+        x0 = x0.clamp(-1, 1) if clip_denoised else x0
         if i + 1 == num_steps:
             return x0.float()
         alpha_t = abar_t / abar_prev
@@ -138,13 +145,13 @@ def limited_guidance(net, labels: torch.Tensor | None, cfg_scale: float, null_la
 
 
 def run_sampler(name: str, denoise: Denoiser, noise: torch.Tensor, num_steps: int, randn: SeededRandn,
-                s_churn: float = 0.0) -> torch.Tensor:
-    """Dispatch by name: edm (Heun), euler (EDM Euler), ddim, ddpm."""
+                s_churn: float = 0.0, clip_denoised: bool = False) -> torch.Tensor:
+    """Dispatch by name: edm (Heun), euler (EDM Euler), ddim, ddpm (clip_denoised: ddim and ddpm only)."""
     if name in ("edm", "euler"):
         return edm_sample(denoise, noise, num_steps=num_steps, heun=name == "edm", s_churn=s_churn,
                           randn_like=randn.randn_like)
     if name == "ddim":
-        return ddim_sample(denoise, noise, num_steps=num_steps)
+        return ddim_sample(denoise, noise, num_steps=num_steps, clip_denoised=clip_denoised)
     if name == "ddpm":
-        return ddpm_sample(denoise, noise, num_steps=num_steps, randn_like=randn.randn_like)
+        return ddpm_sample(denoise, noise, num_steps=num_steps, randn_like=randn.randn_like, clip_denoised=clip_denoised)
     raise ValueError(f"unknown sampler {name!r}; choose edm | euler | ddim | ddpm")

@@ -21,6 +21,7 @@ class Draws:
     # latent data only (None for pixels): the posterior re-draw z = mean + std·ε and the stored copy to use
     latent_noise: torch.Tensor | None = None  # (N, C, h, w) standard normal ε
     copy_choice: torch.Tensor | None = None  # (N,) uniform [0, 1): plain or flipped copy (shard reader)
+    route_noise: torch.Tensor | None = None  # (N, L) uniform: TREAD's token routing (None when routing is off)
 
     def slice(self, start: int, count: int) -> "Draws":
         parts = (getattr(self, f.name) for f in fields(self))
@@ -32,18 +33,24 @@ def step_generator(seed: int, step: int, device) -> torch.Generator:
 
 
 def draw_step(strategy, generator: torch.Generator, batch_size: int, sample_shape: tuple[int, ...],
-              num_tokens: int, label_dropout: float, device, latent: bool = False) -> Draws:
+              num_tokens: int, label_dropout: float, device, latent: bool = False, route: bool = False) -> Draws:
     """The global batch's draws for one optimizer step (batch_size = global batch). `latent`: also the
-    posterior ε and copy choice of latent data (drawn last, so pixel runs keep their draws)."""
-    sigma = strategy.sample_sigma(batch_size, device, generator)  # (B,)
+    posterior ε and copy choice of latent data; `route`: also the token-routing noise.
+
+    σ is drawn last: strategies consume different amounts of random numbers (SpeeD's dual reflection, an
+    adaptive proposal), and drawing them last keeps the noise, masks, label drops and latent draws of a seed
+    identical for every strategy, which is what a paired comparison of strategies needs."""
     noise = torch.randn((batch_size, *sample_shape), device=device, generator=generator)  # (B, C, H, W)
     mask_noise = torch.rand((batch_size, num_tokens), device=device, generator=generator)  # (B, L)
     label_drop = torch.rand(batch_size, device=device, generator=generator) < label_dropout  # (B,)
-    if not latent:
-        return Draws(sigma, noise, mask_noise, label_drop)
-    latent_noise = torch.randn((batch_size, *sample_shape), device=device, generator=generator)  # (B, C, h, w)
-    copy_choice = torch.rand(batch_size, device=device, generator=generator)  # (B,)
-    return Draws(sigma, noise, mask_noise, label_drop, latent_noise, copy_choice)
+    latent_noise = copy_choice = None
+    if latent:
+        latent_noise = torch.randn((batch_size, *sample_shape), device=device, generator=generator)  # (B, C, h, w)
+        copy_choice = torch.rand(batch_size, device=device, generator=generator)  # (B,)
+    sigma = strategy.sample_sigma(batch_size, device, generator)  # (B,)
+    # Routing draws come after σ, so a routed row shares every other draw with its unrouted twin.
+    route_noise = torch.rand((batch_size, num_tokens), device=device, generator=generator) if route else None  # (B, L)
+    return Draws(sigma, noise, mask_noise, label_drop, latent_noise, copy_choice, route_noise)
 
 
 def micro_batch_offset(round_idx: int, rank: int, num_ranks: int, batch_gpu: int) -> int:

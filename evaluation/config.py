@@ -13,6 +13,7 @@ class EvalConfig:
     guidance_sigma_lo: float | None = None  # guide only for σ in [lo, hi] when both are set
     guidance_sigma_hi: float | None = None
     s_churn: float = 0.0
+    clip_denoised: bool = False  # ddim / ddpm on pixel models: clamp x̂0 to [−1, 1] (Ho et al.'s code)
     num_samples: int = 50_000
     seed_start: int = 0
     batch_gpu: int = 64  # images per forward batch and process

@@ -5,6 +5,7 @@ from dataclasses import asdict, fields, is_dataclass
 import torch
 
 from models.maskdit import ARCHS, BackboneSpec, MaskDiT
+from models.routing import RouteSpec
 from models.precond import EDMPrecond, VPPrecond
 from models.unet import DDPMUNet, UNetSpec
 
@@ -20,6 +21,7 @@ def backbone_spec(model_cfg) -> BackboneSpec:
     depth, width, heads = ARCHS[cfg["arch"]]
     spec_keys = {f.name for f in fields(BackboneSpec)}
     spec = {k: v for k, v in cfg.items() if k in spec_keys and v is not None}
+    spec["route"] = RouteSpec(**cfg.get("route") or {})  # snapshots from before routing have no route
     spec.setdefault("depth", depth)
     spec.setdefault("width", width)
     spec.setdefault("heads", heads)

@@ -4,7 +4,7 @@ With `use_decoder=False` it is the DiT baseline (Peebles & Xie 2023). The backbo
 noise: it maps (x_in, c_noise, labels, mask) to F; EDM scalings live in `models/precond.py`.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,7 @@ from torch.utils.checkpoint import checkpoint
 
 from models.embeddings import LabelEmbedder, NoiseEmbedder, sincos_2d
 from models.masking import TokenMask, keep_tokens, restore_tokens, unpatchify
+from models.routing import RouteSpec, put_back, route_ids, take
 
 # Backbone sizes (DiT Table 1): depth, width, heads.
 ARCHS = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
@@ -35,6 +36,7 @@ class BackboneSpec:
     decoder_heads: int = 16
     mlp_ratio: float = 4.0
     grad_checkpointing: bool = False
+    route: RouteSpec = field(default_factory=RouteSpec)  # TREAD token routing through the encoder blocks
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -104,6 +106,7 @@ class MaskDiT(nn.Module):
         p, w = spec.patch_size, spec.width
         if spec.resolution % p:
             raise ValueError(f"resolution {spec.resolution} is not divisible by patch_size {p}")
+        spec.route.check(spec.depth)
         self.grid = spec.resolution // p
         self.num_tokens = self.grid**2
         self.patch_embed = nn.Conv2d(spec.in_channels, w, kernel_size=p, stride=p)
@@ -145,19 +148,38 @@ class MaskDiT(nn.Module):
         if self.spec.use_decoder:
             nn.init.normal_(self.mask_token, std=0.02)
 
+    def _run_block(self, block: Block, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        if self.spec.grad_checkpointing and self.training:
+            return checkpoint(block, x, c, use_reentrant=False)
+        return block(x, c)
+
     def _run_blocks(self, blocks: nn.ModuleList, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         for block in blocks:
-            if self.spec.grad_checkpointing and self.training:
-                x = checkpoint(block, x, c, use_reentrant=False)
-            else:
-                x = block(x, c)
+            x = self._run_block(block, x, c)
+        return x
+
+    def _run_routed(self, x: torch.Tensor, c: torch.Tensor, route_noise: torch.Tensor) -> torch.Tensor:
+        """Encoder blocks with TREAD routing (models/routing.py): blocks start..end see only the routed tokens;
+        the bypassing ones re-enter after block end with their activations from the input of block start."""
+        route = self.spec.route
+        start, end = route.start, route.resolved_end(self.spec.depth)
+        ids = route_ids(route_noise, x.shape[1], route.ratio)  # (N, R)
+        full = x  # (N, T, D)
+        for i, block in enumerate(self.blocks):
+            if i == start:
+                full, x = x, take(x, ids)  # (N, R, D)
+            x = self._run_block(block, x, c)
+            if i == end:
+                x = put_back(full, x, ids)  # (N, T, D)
         return x
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor | None,
-                mask: TokenMask | None = None) -> torch.Tensor:
+                mask: TokenMask | None = None, route_noise: torch.Tensor | None = None) -> torch.Tensor:
         """x_in (N, C, H, W), c_noise (N,), labels (N,) int or None -> F (N, C, H, W).
 
-        `mask` drops tokens before the encoder (training only); None runs on all tokens.
+        `mask` drops tokens before the encoder (training only); None runs on all tokens. `route_noise` (N, L)
+        uniform selects the tokens that take the routed blocks when model.route.ratio > 0 — in training mode
+        only: eval and sampling run every token through every block.
         """
         x = self.patch_embed(x_in).flatten(2).transpose(1, 2) + self.pos_embed  # (N, L, D)
         c = self.noise_embed(c_noise)  # (N, D)
@@ -165,7 +187,10 @@ class MaskDiT(nn.Module):
             c = c + self.label_embed(labels)  # (N, D)
         if mask is not None:
             x = keep_tokens(x, mask.ids_keep)  # (N, K, D)
-        x = self._run_blocks(self.blocks, x, c)  # (N, K, D)
+        if route_noise is not None and self.training and self.spec.route.ratio > 0:
+            x = self._run_routed(x, c, route_noise)  # (N, K, D)
+        else:
+            x = self._run_blocks(self.blocks, x, c)  # (N, K, D)
         if self.spec.use_decoder:
             x = self.decoder_embed(x, c)  # (N, K, Dd)
             if mask is not None:

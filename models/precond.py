@@ -30,12 +30,14 @@ class EDMPrecond(nn.Module):
         return c_skip, c_out, c_in, c_noise
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None,
-                mask: TokenMask | None = None) -> torch.Tensor:
-        """x (N, C, H, W) noisy input, σ (N,) or scalar -> denoised D (N, C, H, W) in float32."""
+                mask: TokenMask | None = None, route_noise: torch.Tensor | None = None) -> torch.Tensor:
+        """x (N, C, H, W) noisy input, σ (N,) or scalar -> denoised D (N, C, H, W) in float32.
+        mask / route_noise: the training step's token masking and routing draws (the backbone's business)."""
         x = x.float()
         sigma = sigma.float().reshape(-1).expand(x.shape[0])  # (N,)
         c_skip, c_out, c_in, c_noise = (s[:, None, None, None] for s in self.scalings(sigma))  # (N, 1, 1, 1)
-        f = self.backbone(c_in * x, c_noise.flatten(), labels, mask)  # (N, C, H, W)
+        token_draws = (mask,) if route_noise is None else (mask, route_noise)  # the U-Net takes no route
+        f = self.backbone(c_in * x, c_noise.flatten(), labels, *token_draws)  # (N, C, H, W)
         return c_skip * x + c_out * f.float()
 
 

@@ -123,7 +123,17 @@ def test_speed_edm_variant():
 # ----------------------------------------------------------------------------
 # Adaptive strategies.
 
-ADAPTIVE = ["adaptive_weight", "importance", "learning_progress"]
+ADAPTIVE = ["adaptive_weight", "importance", "learning_progress", "excess_loss"]
+
+
+def build_adaptive(name: str, params: dict | None = None):
+    """An adaptive strategy ready to train; excess_loss gets a J*(σ) table, here J* = 0.3·σ²/(0.3 + σ²)
+    (Gaussian data of variance 0.3), which the trainer would estimate from the data."""
+    strategy = build_strategy(name, params or {}, 0.5)
+    if getattr(strategy, "needs_optimal_loss", False):
+        sigma = strategy.bins.centers.exp()
+        strategy.set_optimal_loss(sigma, 0.3 * sigma**2 / (0.3 + sigma**2))
+    return strategy
 
 
 def feed(strategy, steps, seed, batch=256):
@@ -138,7 +148,7 @@ def feed(strategy, steps, seed, batch=256):
 
 @pytest.mark.parametrize("name", ADAPTIVE)
 def test_adaptive_is_deterministic_and_learns(name):
-    a, b = build_strategy(name, {}, 0.5), build_strategy(name, {}, 0.5)
+    a, b = build_adaptive(name), build_adaptive(name)
     feed(a, 30, seed=1)
     feed(b, 30, seed=1)
     for key, stat in a.state_dict().items():
@@ -152,7 +162,7 @@ def test_adaptive_is_deterministic_and_learns(name):
 @pytest.mark.parametrize("name", ADAPTIVE)
 def test_adaptive_identical_across_simulated_ranks(name):
     """Two ranks see different local batches; both update from the gathered batch and stay identical."""
-    ranks = [build_strategy(name, {}, 0.5) for _ in range(2)]
+    ranks = [build_adaptive(name) for _ in range(2)]
     for step in range(20):
         local = []
         for r in range(2):
@@ -170,11 +180,11 @@ def test_adaptive_identical_across_simulated_ranks(name):
 
 @pytest.mark.parametrize("name", ADAPTIVE)
 def test_adaptive_exact_resume(name):
-    full = build_strategy(name, {}, 0.5)
+    full = build_adaptive(name)
     feed(full, 40, seed=3)
-    half = build_strategy(name, {}, 0.5)
+    half = build_adaptive(name)
     feed(half, 20, seed=3)
-    resumed = build_strategy(name, {}, 0.5)
+    resumed = build_strategy(name, {}, 0.5)  # J* comes back from the checkpointed state, not re-estimated
     resumed.load_state_dict({k: {kk: vv.clone() for kk, vv in v.items()} for k, v in half.state_dict().items()})
     # continue the same stream of steps 20..39
     gen = torch.Generator().manual_seed(3)
@@ -217,8 +227,120 @@ def test_adaptive_weight_equalises_bins():
 
 def test_every_strategy_builds_and_samples():
     for name in STRATEGIES:
-        s = build_strategy(name, {}, 0.5)
+        s = build_adaptive(name)
         sigma = s.sample_sigma(64, "cpu")
         assert sigma.shape == (64,) and torch.all(sigma > 0)
         w = s.loss_weight(sigma)
         assert w.shape == (64,) and torch.all(w > 0) and torch.all(torch.isfinite(w))
+
+
+def test_learning_progress_leaves_p_alone_when_nothing_is_learned():
+    """A stationary loss (no progress anywhere) must not move the proposal: shrinking progress by its standard
+    error keeps q at the base density (the unshrunk signal drifted to a total-variation distance of ~0.28)."""
+    s = build_strategy("learning_progress", {}, 0.5)
+    gen = torch.Generator().manual_seed(0)
+    for step in range(2000):
+        sigma = s.sample_sigma(256, "cpu", gen)
+        loss = (1 + sigma.log().square()) * (1 + 0.3 * torch.randn(256, generator=gen))  # noisy but stationary
+        s.update(sigma, loss.float())
+    tv = 0.5 * (s.bin_probs() - s.bins.base_mass).abs().sum()
+    assert tv < 0.03
+    unshrunk = build_strategy("learning_progress", {"shrink_z": 0.0}, 0.5)
+    unshrunk.load_state_dict(s.state_dict())
+    assert 0.5 * (unshrunk.bin_probs() - unshrunk.bins.base_mass).abs().sum() > 0.1  # the bug it mends
+
+
+def test_learning_progress_follows_real_progress():
+    s = build_strategy("learning_progress", {"min_count": 16}, 0.5)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(400):
+        sigma = s.sample_sigma(256, "cpu", gen)
+        # only σ in [0.5, 2] improves over time
+        falling = ((sigma > 0.5) & (sigma < 2)).float() * 5 / (1 + step / 20)
+        s.update(sigma, (1 + falling) * (1 + 0.05 * torch.randn(256, generator=gen)))
+    q, p = s.bin_probs(), s.bins.base_mass
+    mid = (s.bins.centers.exp() > 0.6) & (s.bins.centers.exp() < 1.8)
+    assert (q[mid] / p[mid]).min() > 1.2 and (q[~mid] / p[~mid]).max() <= 1.0 + 1e-9
+
+
+@pytest.mark.parametrize("name", ["importance", "learning_progress", "excess_loss"])
+def test_proposal_weights_keep_the_full_maskdit_objective(name):
+    """E_q[p/q·(λℓ + w·MAE)] = E_p[λℓ + w·MAE] for the whole MaskDiT loss: the importance ratio multiplies the
+    MAE term too. Checked by exact summation over σ bins with the real loss on a tiny model."""
+    from diffusion.loss import MaskDiTLoss
+    from diffusion.step_draws import Draws
+    from models.build import build_network
+    from training.config import ModelConfig
+
+    s = build_adaptive(name, {"min_count": 1})
+    feed(s, 40, seed=0)
+    q, p = s.bin_probs(), s.bins.base_mass
+    assert not torch.allclose(q, p)
+    torch.manual_seed(0)
+    net = build_network(ModelConfig(arch="S", patch_size=4, depth=1, width=16, heads=2, resolution=8,
+                                    in_channels=1, num_classes=0, decoder_depth=1, decoder_width=16,
+                                    decoder_heads=2))
+    with torch.no_grad():
+        for prm in net.parameters():
+            prm.add_(0.05 * torch.randn_like(prm))
+    sigma = s.bins.centers.exp().float()  # one σ per bin: the loss of bin b at its centre
+    b = len(sigma)
+    draws = Draws(sigma, torch.randn(1, 1, 8, 8).expand(b, -1, -1, -1), torch.rand(1, 4).expand(b, -1),
+                  torch.zeros(b, dtype=torch.bool))
+    images = torch.randn(1, 1, 8, 8).expand(b, -1, -1, -1)
+    terms = MaskDiTLoss(4, 4, 0.1)(net, images, None, s, 0.5, draws)
+    assert torch.all(terms.mae > 0)
+    unweighted = edm_weight(sigma, 0.5) * terms.raw_denoise + 0.1 * terms.mae / (p / q).float()
+    assert torch.allclose((q * terms.total.double()).sum(), (p * unweighted.double()).sum(), rtol=1e-5)
+
+
+def test_excess_loss_samples_in_proportion_to_the_reducible_loss():
+    """q(b) ∝ p(b)·E[λ(ℓ − J*) | b] (floor-mixed): bins whose loss sits at J* get only the floor share."""
+    s = build_adaptive("excess_loss", {"min_count": 1, "beta": 0.5, "floor": 0.2})
+    j_star = lambda sig: 0.3 * sig**2 / (0.3 + sig**2)  # noqa: E731 - the table build_adaptive set
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        sigma = s.sample_sigma(512, "cpu", gen)
+        excess = torch.where(sigma < 1, 0.2 * sigma**2, torch.zeros_like(sigma))  # reducible only below σ = 1
+        s.update(sigma, (j_star(sigma.double()) + excess).float())
+    q, p = s.bin_probs(), s.bins.base_mass
+    sig = s.bins.centers.exp()
+    high = sig > 1.5
+    assert torch.allclose(q[high], 0.2 * p[high], rtol=0.05)  # only the floor
+    expected = p * edm_weight(sig, 0.5) * torch.where(sig < 1, 0.2 * sig**2, 0 * sig)
+    expected = 0.8 * expected / expected.sum() + 0.2 * p
+    low = (sig < 0.8) & (p > 1e-3)  # well-sampled bins (the open-ended tail bin averages over a wide σ range)
+    assert torch.allclose(q[low], expected[low], rtol=0.15)
+    torch.manual_seed(0)
+    hist = torch.bincount(s.bins.index(s.sample_sigma(200_000, "cpu")), minlength=len(p)).double() / 200_000
+    assert torch.allclose(hist, q, atol=0.004)
+
+
+def test_optimal_loss_estimator_matches_the_gaussian_closed_form():
+    """Gaussian data N(0, s²I): J*(σ) = s²σ²/(s² + σ²) per element. The exact empirical estimator and the
+    L-candidate subset estimator both find it (d = 2, N = 20 000, where the empirical set is near Gaussian)."""
+    from diffusion.optimal_loss import optimal_loss_table
+
+    data = 0.8 * torch.randn(20_000, 2, generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor([0.3, 1.0, 3.0])
+    closed = 0.64 * sigma.double()**2 / (0.64 + sigma.double()**2)
+    exact = optimal_loss_table(data, sigma, num_queries=3000, num_candidates=10**9)
+    subset = optimal_loss_table(data, sigma, num_queries=3000, num_candidates=2000, seed=1)
+    assert torch.allclose(exact, closed, rtol=0.06)
+    assert torch.allclose(subset, closed, rtol=0.08)
+
+
+def test_optimal_loss_is_cached_and_reused(tmp_path):
+    from diffusion.optimal_loss import load_or_estimate
+
+    calls = []
+
+    def data():
+        calls.append(1)
+        return torch.randn(500, 3, generator=torch.Generator().manual_seed(0))
+
+    sigma = torch.tensor([0.1, 1.0])
+    a = load_or_estimate(tmp_path / "j.json", data, sigma, 64, 100)
+    b = load_or_estimate(tmp_path / "j.json", data, sigma, 64, 100)
+    c = load_or_estimate(tmp_path / "j.json", data, sigma, 64, 200)  # other settings: estimated again
+    assert torch.equal(a, b) and len(calls) == 2 and c.shape == (2,)

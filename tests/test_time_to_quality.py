@@ -1,4 +1,4 @@
-"""The time-to-quality benchmark end to end at a CI-sized budget, and its speed-up arithmetic."""
+"""The time-to-quality benchmark: its paired statistics, endpoints, and one tiny run → throughput → report."""
 
 import json
 import sys
@@ -7,47 +7,66 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from scipy import stats
 
 from conftest import REPO, run_cli
 
 sys.path.insert(0, str(REPO / "benchmarks"))
+import paired_stats  # noqa: E402
 import time_to_quality as ttq  # noqa: E402
 
-TINY_MODEL = ["model.depth=2", "model.width=32", "model.heads=2", "model.decoder_depth=1", "model.decoder_width=32",
+TINY_MODEL = ["model.depth=4", "model.width=32", "model.heads=2", "model.decoder_depth=1", "model.decoder_width=32",
               "model.decoder_heads=2", "train.batch_size=16", "optim.warmup_kimg=0.05"]
 
 
-def test_first_reach_interpolates_between_evaluation_points():
-    xs, fds = np.array([1.0, 2.0, 3.0]), np.array([100.0, 60.0, 40.0])
-    assert ttq.first_reach(xs, fds, 80.0) == pytest.approx(1.5)  # halfway from 100 to 60
-    assert ttq.first_reach(xs, fds, 40.0) == pytest.approx(3.0)
-    assert ttq.first_reach(xs, fds, 100.0) == pytest.approx(1.0)
-    assert ttq.first_reach(xs, fds, 39.0) is None
+def test_seeds_needed_matches_the_paired_t_test_power():
+    """REFERENCE.md §7: ~10 seeds for an effect of one paired sd, ~34 for half of one (α 0.05, power 0.8); the
+    chosen n has ≥ 80 % power and n − 1 has less. Power checked against a simulation of the t-test."""
+    assert paired_stats.seeds_needed(1.0, 1.0) == 10
+    assert paired_stats.seeds_needed(1.0, 0.5) == 34
+    n = paired_stats.seeds_needed(0.03, np.log(1.05))
+    assert paired_stats.paired_t_power(n, 0.03, np.log(1.05)) >= 0.8 > paired_stats.paired_t_power(n - 1, 0.03, np.log(1.05))
+    rng = np.random.default_rng(0)
+    diffs = rng.normal(0.5, 1.0, size=(20_000, 12))
+    simulated = np.mean(stats.ttest_1samp(diffs, 0.0, axis=1).pvalue < 0.05)
+    assert simulated == pytest.approx(paired_stats.paired_t_power(12, 1.0, 0.5), abs=0.015)
 
 
-def test_summary_speedups_against_the_baseline():
-    def run(seed, fds, kimgs):
-        return {"seed": seed, "img_per_s": 10.0, "points": [
-            {"train_minutes": m, "kimg": k, "fd": f, "class_accuracy": 0.5} for m, k, f in zip((1, 2), kimgs, fds)]}
-
-    by_row = {"dit_edm": [run(0, (80.0, 50.0), (1.0, 2.0))],
-              "maskdit_edm": [run(0, (60.0, 40.0), (2.0, 4.0)), run(1, (40.0, 30.0), (2.0, 4.0))]}
-    summary = {s["row"]: s for s in ttq.summarize(by_row, "dit_edm")}
-    assert summary["dit_edm"]["speedup_wallclock"] == pytest.approx(1.0)
-    # seed mean reaches FD 50 at the first point: 2 min / 1 min; images 2 kimg / 2 kimg
-    assert summary["maskdit_edm"]["fd"] == [50.0, 35.0] and summary["maskdit_edm"]["fd_sd"][0] == pytest.approx(10.0)
-    assert summary["maskdit_edm"]["speedup_wallclock"] == pytest.approx(2.0)
-    assert summary["maskdit_edm"]["speedup_images"] == pytest.approx(1.0)
+def test_paired_comparison_statistics():
+    row, ref = {0: 1.0, 1: 2.0, 2: 3.0, 3: 4.0, 4: 5.0, 5: 6.0}, {0: 1.5, 1: 2.4, 2: 3.6, 3: 4.4, 4: 5.5, 5: 6.3}
+    c = paired_stats.paired_comparison(row, ref)
+    assert c["mean"] == pytest.approx(-0.45) and c["p_improvement"] == 1.0
+    assert c["ci95"][0] <= -0.45 <= c["ci95"][1] and c["ci95"][1] < 0
+    assert c["wilcoxon_p"] == pytest.approx(stats.wilcoxon([-0.5, -0.4, -0.6, -0.4, -0.5, -0.3]).pvalue)
+    assert paired_stats.probability_of_improvement(np.array([-1.0, 0.0, 1.0, -2.0])) == pytest.approx(0.625)
 
 
-def test_budget_must_be_a_multiple_of_the_evaluation_interval():
-    with pytest.raises(SystemExit):
-        ttq.parse_args(["--minutes", "1", "--eval-every", "0.3"])
+def run_json(row, seed, fds, kimg=(1.0, 2.0, 3.0)):
+    return {"row": row, "seed": seed, "points": [{"kimg": k, "fd": f, "class_accuracy": 0.5}
+                                                  for k, f in zip(kimg, fds)]}
 
 
-def test_benchmark_end_to_end_tiny_budget(tmp_path, tiny_fmnist):
-    """Three rows (transformer without mask, adaptive MaskDiT, U-Net DDPM) for 0.1 training minutes each,
-    evaluated at 0.05 and 0.1 minutes; a re-run reuses the finished runs."""
+def test_endpoints_on_the_shared_wall_clock_window():
+    """A row twice as fast covers the same images in half the minutes: its wall-clock area is taken over the
+    window both rows have points in, and its minutes to a target halve."""
+    slow = {0: run_json("maskdit_edm", 0, (100.0, 50.0, 25.0))}
+    fast = {0: run_json("dit_edm", 0, (100.0, 50.0, 25.0))}
+    by_row, speed = {"maskdit_edm": slow, "dit_edm": fast}, {"maskdit_edm": {"img_per_s": 1000 / 60},
+                                                             "dit_edm": {"img_per_s": 2000 / 60}}
+    # slow: minute m has kimg m; fast: minute m has kimg 2m. Shared window: [1, 1.5] minutes.
+    assert ttq.shared_window(slow, 1000 / 60, fast, 2000 / 60) == pytest.approx((1.0, 1.5))
+    ends = ttq.endpoints(by_row, speed, "dit_edm", "maskdit_edm")
+    grid = np.linspace(1, 1.5, 401)
+    expect_fast = np.trapezoid(np.interp(grid * 2, [1, 2, 3], np.log([100, 50, 25])), grid) / 0.5
+    assert ends["dit_edm"]["ln_fd_area_minutes"][0] == pytest.approx(expect_fast, rel=1e-6)
+    assert ends["dit_edm"]["ln_fd_area_kimg"][0] == pytest.approx(ends["maskdit_edm"]["ln_fd_area_kimg"][0])
+    assert ttq.minutes_to_reach(fast[0], 2000 / 60, 75.0) == pytest.approx(0.75)
+    assert ttq.minutes_to_reach(slow[0], 1000 / 60, 20.0) is None
+
+
+def test_benchmark_run_throughput_report_tiny(tmp_path, tiny_fmnist):
+    """Two rows × two seeds on a tiny budget with 2 evaluation points, one throughput round, then the report
+    from the written files alone; a re-run skips finished runs."""
     from evaluation import fmnist_features
 
     cache = tmp_path / "cache"
@@ -56,35 +75,35 @@ def test_benchmark_end_to_end_tiny_budget(tmp_path, tiny_fmnist):
     cache.mkdir()
     torch.save(net.state_dict(), cache / fmnist_features.cache_path().name)
     eval_cfg = tmp_path / "eval.yaml"
-    eval_cfg.write_text(f"base: {REPO / 'configs/test/fashion-mnist.yaml'}\nbatch_gpu: 16\nnum_steps: 2\n"
-                        "pr_features: 16\n")
-    out = tmp_path / "bench"
-    args = ["--minutes", "0.1", "--eval-every", "0.05", "--rows", "dit_edm", "maskdit_adaptive", "unet_ddpm",
-            "--num-samples", "16", "--unet-channels", "16", "--eval-config", str(eval_cfg),
-            "--reference", f"fashion_mnist:train:{tiny_fmnist}",
-            "--out", str(out), f"data.path={tiny_fmnist}", *TINY_MODEL]
-    run_cli("benchmarks/time_to_quality.py", *args, env_extra=env)
+    eval_cfg.write_text(f"base: {REPO / 'configs/test/fashion-mnist.yaml'}\nbatch_gpu: 16\npr_features: 16\n")
+    results, work = tmp_path / "docs", tmp_path / "work"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{ttq.README_BEGIN}\nold\n{ttq.README_END}\nrest\n")
+    common = ["--rows", "maskdit_edm", "dit_tread", "--kimg", "0.064", "--points", "2", "--num-samples", "20",
+              "--num-steps", "2", "--eval-config", str(eval_cfg), "--results", str(results), "--work", str(work),
+              f"data.path={tiny_fmnist}", *TINY_MODEL]
+    run_cli("benchmarks/time_to_quality.py", "run", "--seeds", "0", "1", "--reference",
+            f"fashion_mnist:train:{tiny_fmnist}", *common, env_extra=env)
+    run_cli("benchmarks/time_to_quality.py", "throughput", "--rounds", "1", "--steps", "2", "--threads", "1",
+            *common, env_extra=env)
+    run_cli("benchmarks/time_to_quality.py", "report", "--readme", str(readme), *common, env_extra=env)
 
-    results = {r["row"]: r for r in json.loads((out / "results.json").read_text())}
-    assert set(results) == {"dit_edm", "maskdit_adaptive", "unet_ddpm"}
-    for r in results.values():
-        assert len(r["fd"]) == 2 and all(f > 0 for f in r["fd"])
-        # snapshots were taken when the training clock passed 0.05 and 0.1 minutes
-        assert r["minutes"][0] == pytest.approx(0.05, abs=0.02) and r["minutes"][1] == pytest.approx(0.1, abs=0.02)
-        assert r["kimg"][1] > r["kimg"][0] > 0
-    assert results["dit_edm"]["speedup_wallclock"] == pytest.approx(1.0)
-    unet_cfg = OmegaConf.load(out / "runs/unet_ddpm-seed0/config.yaml")
-    assert (unet_cfg.model.arch, unet_cfg.model.precond, unet_cfg.diffusion.strategy.name) == (
-        "ddpm_unet", "vp", "ddpm_uniform")
-    table = (out / "table.md").read_text()
-    assert "U-Net DDPM" in table and "FD @ 0.1 min" in table
-    assert (out / "quality_vs_time.png").stat().st_size > 0
-    assert list((out / "runs/maskdit_adaptive-seed0").glob("grid-*min.png"))
+    tag = next(results.iterdir())
+    runs = sorted(p.name for p in (tag / "runs").iterdir())
+    assert runs == ["dit_tread-seed0.json", "dit_tread-seed1.json", "maskdit_edm-seed0.json", "maskdit_edm-seed1.json"]
+    run = json.loads((tag / "runs/dit_tread-seed1.json").read_text())
+    assert [p["kimg"] for p in run["points"]] == [0.032, 0.064] and all(p["fd"] > 0 for p in run["points"])
+    assert run["protocol"]["num_samples"] == 20 and run["machine"]
+    cfg = OmegaConf.load(work / tag.name / "dit_tread-seed1/config.yaml")
+    assert (cfg.model.route.ratio, cfg.model.use_decoder, cfg.train.seed) == (0.5, False, 1)
+    summary = json.loads((tag / "summary.json").read_text())
+    comp = summary["comparisons"]["dit_tread vs maskdit_edm"]
+    assert comp["ln_fd_area_minutes"]["seeds"] == [0, 1] and len(comp["final_fd"]["diffs"]) == 2
+    assert summary["rows"]["maskdit_edm"]["throughput_ratio"] == pytest.approx(1.0)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("rest\n") and "old" not in text
+    assert "DiT + TREAD routing 50%" in text and (tag / "quality.png").stat().st_size > 0
 
-    # a run stopped during evaluation is evaluated again, not retrained; finished runs are not redone
-    dit = out / "runs/dit_edm-seed0"
-    (dit / "eval.json").unlink()
-    trained = [(p.name, p.stat().st_mtime_ns) for p in (dit / "checkpoints").iterdir()]
-    proc = run_cli("benchmarks/time_to_quality.py", *args, env_extra=env)
-    assert [(p.name, p.stat().st_mtime_ns) for p in (dit / "checkpoints").iterdir()] == trained
-    assert (out / "table.md").read_text() == table and "FD @ 0.05 min" in proc.stdout
+    before = {p.name: p.stat().st_mtime_ns for p in (tag / "runs").iterdir()}
+    run_cli("benchmarks/time_to_quality.py", "run", "--seeds", "0", "1", *common, env_extra=env)
+    assert {p.name: p.stat().st_mtime_ns for p in (tag / "runs").iterdir()} == before

@@ -9,6 +9,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from models.maskdit import ARCHS
+from models.routing import RouteSpec
 from utils.layered_config import ConfigError, load_layered
 
 
@@ -33,6 +35,7 @@ class ModelConfig:
     grad_checkpointing: bool = False
     unet_channels: int = 128  # ddpm_unet only: base width (DDPM CIFAR-10: 128)
     unet_dropout: float = 0.1  # ddpm_unet only
+    route: RouteSpec = field(default_factory=RouteSpec)  # TREAD token routing: ratio (0 = off), start, end
 
 
 @dataclass
@@ -89,7 +92,7 @@ class TrainConfig:
     checkpoint_kimg: float = 1000.0
     snapshot_kimg: float = 1000.0
     snapshot_minutes: float = 0.0  # also snapshot every this many minutes of training clock (0 = off)
-    sample_kimg: float = 1000.0
+    sample_kimg: float = 1000.0  # sample grid interval, and one at the end; 0 = no grids
     keep_checkpoints: int = 2
     keep_snapshots: int = 5
 
@@ -142,6 +145,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError("mask.ratio > 0 needs model.use_decoder: true (the DiT baseline trains unmasked)")
     if masked and cfg.model.arch == "ddpm_unet":
         raise ConfigError("model.arch ddpm_unet trains on whole images: set mask.ratio 0")
+    if cfg.model.route.ratio > 0 and cfg.model.arch == "ddpm_unet":
+        raise ConfigError("model.route: token routing needs a transformer backbone, not ddpm_unet")
+    if cfg.model.arch in ARCHS:
+        try:
+            cfg.model.route.check(cfg.model.depth or ARCHS[cfg.model.arch][0])
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     if cfg.model.precond not in ("edm", "vp"):
         raise ConfigError(f"model.precond: {cfg.model.precond!r} is not one of edm | vp")
 

@@ -125,6 +125,21 @@ def init_weights_from(path: str, net, ema: EMA) -> str:
     return f"EMA weights from snapshot {path} (used for model and EMA)"
 
 
+def attach_optimal_loss(strategy, data_cfg, log: RunLog, max_latents: int = 8192) -> None:
+    """Give a strategy that needs it the irreducible loss J*(σ) of this run's training data on its σ bins,
+    estimated once per dataset and cached beside the data (a resumed run has it in its strategy state)."""
+    from dataio.sources import optimal_loss_reference
+    from diffusion.optimal_loss import load_or_estimate
+
+    sigmas = strategy.bins.centers.exp()  # (B,) the strategy's bin centres
+    images, description, cache_base = optimal_loss_reference(data_cfg, max_latents)
+    cache = cache_base.with_name(f"{cache_base.name}-J-{len(sigmas)}bins-{float(sigmas[0]):.4g}-{float(sigmas[-1]):.4g}.json")
+    j_star = load_or_estimate(cache, lambda: images, sigmas, num_queries=512, num_candidates=8192)
+    strategy.set_optimal_loss(sigmas, j_star)
+    log.print(f"J*(σ) of {description} (cached in {cache}): " +
+              ", ".join(f"σ {float(s):.3g}: {float(j):.4f}" for s, j in list(zip(sigmas, j_star))[::6]))
+
+
 # ----------------------------------------------------------------------------
 # One optimizer step.
 
@@ -150,7 +165,7 @@ class Trainer:
         gen = step_generator(self.cfg.train.seed, step, dev)
         return draw_step(self.strategy, gen, self.cfg.train.batch_size, (m.in_channels, m.resolution, m.resolution),
                          self.loss_fn.num_tokens, m.label_dropout if m.num_classes else 0.0, dev,
-                         latent=self.data.snapshot_meta["space"] == "latent")
+                         latent=self.data.snapshot_meta["space"] == "latent", route=m.route.ratio > 0)
 
     def step(self, progress: Progress, mask_ratio: float) -> None:
         seen_sigma, seen_loss = [], []
@@ -270,6 +285,9 @@ def train(cfg: Config, init_from: str | None = None, stop_after_kimg: float | No
     optimizer = make_optimizer(net, cfg, accelerator.device)
     strategy = build_strategy(cfg.diffusion.strategy.name, dict(cfg.diffusion.strategy.params), cfg.model.sigma_data)
     progress = Progress()
+    if getattr(strategy, "needs_optimal_loss", False) and run_state is None:
+        with accelerator.main_process_first():  # rank 0 estimates and caches J*, the others read the cache
+            attach_optimal_loss(strategy, cfg.data, log)
     if run_state is not None:
         restore(run_state, snapshot, net, ema, optimizer, strategy, accelerator, progress)
         log.print(f"resuming from {resume_dir} at {progress.cur_nimg / 1000:.1f} kimg")
@@ -353,7 +371,7 @@ class PeriodicOutputs:
 
     def write(self, progress: Progress, prev_nimg: int, prev_seconds: float, done: bool) -> None:
         t, trainer, acc = self.cfg.train, self.trainer, self.trainer.accelerator
-        if acc.is_main_process and (crossed(prev_nimg, progress.cur_nimg, t.sample_kimg) or done):
+        if acc.is_main_process and t.sample_kimg > 0 and (crossed(prev_nimg, progress.cur_nimg, t.sample_kimg) or done):
             self.write_grid(progress)
         by_images = crossed(prev_nimg, progress.cur_nimg, t.snapshot_kimg)
         by_minutes = crossed_minutes(prev_seconds, progress.train_seconds, t.snapshot_minutes)

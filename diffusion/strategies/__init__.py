@@ -1,6 +1,6 @@
 """Noise-level strategies, selected by `diffusion.strategy.name` with keyword `diffusion.strategy.params`."""
 
-from diffusion.strategies.adaptive import AdaptiveWeighting, ImportanceSampling, LearningProgress
+from diffusion.strategies.adaptive import AdaptiveWeighting, ExcessLoss, ImportanceSampling, LearningProgress
 from diffusion.strategies.base import NoiseLevelStrategy
 from diffusion.strategies.ddpm import DDPMUniform, P2Weighting
 from diffusion.strategies.edm import EDMLogNormal
@@ -9,7 +9,7 @@ from diffusion.strategies.speed import SpeeD, SpeeDEDM
 
 STRATEGIES = {cls.name: cls for cls in (EDMLogNormal, DDPMUniform, SpeeD, SpeeDEDM, MinSNR, LogitNormal,
                                         LaplaceLogSNR, P2Weighting, AdaptiveWeighting, ImportanceSampling,
-                                        LearningProgress)}
+                                        LearningProgress, ExcessLoss)}
 
 
 def build_strategy(name: str, params: dict, sigma_data: float) -> NoiseLevelStrategy:

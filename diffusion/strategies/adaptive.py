@@ -12,8 +12,15 @@ inverse-CDF sampling inside each bin).
 - `importance`: variance-optimal importance sampling. Sample from q(b) ∝ p(b)·√E[(λℓ)² | b] (floor-mixed
   with p) and multiply the weight by p/q, so the objective's expectation is unchanged and the loss-magnitude
   proxy of the gradient variance is minimal.
-- `learning_progress`: a learning-progress sampler: q(b) ∝ p(b)·(floor + progress_b), progress_b = relative
-  drop of a fast vs a slow loss average in the bin; optionally importance-weighted to keep the objective.
+- `learning_progress`: a learning-progress sampler: q(b) ∝ p(b)·progress_b (floor-mixed with p), progress_b =
+  the drop of a fast vs a slow loss average in the bin, shrunk by its standard error so that a stationary
+  loss leaves q = p; importance-weighted to keep the objective unless keep_objective is false.
+- `excess_loss`: samples where the model is furthest from what is achievable: q(b) ∝ p(b)·E[λ(ℓ − J*) | b],
+  J*(σ) the irreducible loss of the ideal denoiser of the training set (diffusion/optimal_loss.py); keeps the
+  objective by p/q weights, or (keep_objective false) changes it, as a pure sampling strategy.
+
+Proposal strategies return p/q from `objective_ratio`, which the loss applies to the whole objective
+(denoising and MAE terms), so the objective's expectation is exactly the base strategy's.
 """
 
 import math
@@ -55,7 +62,7 @@ class BinStatistics:
     """Per-bin exponential moving averages of a statistic, updated only where the batch has samples."""
 
     def __init__(self, num_bins: int, beta: float):
-        self.beta = beta
+        self.beta = beta  # EMA decay per update
         self.value = torch.zeros(num_bins, dtype=torch.float64)
         self.count = torch.zeros(num_bins, dtype=torch.float64)
 
@@ -89,6 +96,7 @@ class BinnedAdaptive(NoiseLevelStrategy):
     """Shared machinery: bins, base density, sampling from q(b), state and report."""
 
     learns_from_losses = True
+    keep_objective = False  # True: sample from q but weight by p/q, so the objective stays E_p[...]
 
     def __init__(self, p_mean: float, p_std: float, sigma_data: float, num_bins: int, sigma_min: float,
                  sigma_max: float, min_count: int):
@@ -108,6 +116,9 @@ class BinnedAdaptive(NoiseLevelStrategy):
         ratio = self.bins.base_mass / self.bin_probs().clamp_min(1e-300)
         return ratio.to(sigma.device)[self.bins.index(sigma)].float()
 
+    def objective_ratio(self, sigma: torch.Tensor) -> torch.Tensor | None:
+        return self.importance_ratio(sigma) if self.keep_objective else None
+
     def ready(self) -> torch.Tensor:
         return next(iter(self.stats.values())).count >= self.min_count
 
@@ -115,7 +126,11 @@ class BinnedAdaptive(NoiseLevelStrategy):
         bins = self.bins.index(sigma)
         weighted = edm_weight(sigma.double(), self.sigma_data) * raw_loss.double()
         for name, stat in self.stats.items():
-            stat.update(bins, weighted.square() if name == "second_moment" else weighted)
+            stat.update(bins, self.statistic(name, sigma, weighted))
+
+    def statistic(self, name: str, sigma: torch.Tensor, weighted: torch.Tensor) -> torch.Tensor:
+        """The per-sample value that the bin statistic `name` averages; the weighted loss λℓ by default."""
+        return weighted
 
     def state_dict(self) -> dict:
         return {name: stat.state_dict() for name, stat in self.stats.items()}
@@ -164,7 +179,11 @@ class ImportanceSampling(BinnedAdaptive):
                  sigma_data: float = 0.5):
         super().__init__(p_mean, p_std, sigma_data, num_bins, sigma_min, sigma_max, min_count)
         self.floor = floor
+        self.keep_objective = True  # the point of importance sampling: same objective, lower variance
         self.stats = {"second_moment": BinStatistics(num_bins, beta)}
+
+    def statistic(self, name: str, sigma: torch.Tensor, weighted: torch.Tensor) -> torch.Tensor:
+        return weighted.square()
 
     def bin_probs(self) -> torch.Tensor:
         p, ready = self.bins.base_mass, self.ready()
@@ -179,23 +198,48 @@ class ImportanceSampling(BinnedAdaptive):
         return (1 - self.floor) * q + self.floor * p
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
-        return edm_weight(sigma, self.sigma_data) * self.importance_ratio(sigma)
+        return edm_weight(sigma, self.sigma_data)  # p/q comes from objective_ratio, for every term
 
 
 class LearningProgress(BinnedAdaptive):
     name = "learning_progress"
 
     def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, beta_fast: float = 0.9, beta_slow: float = 0.99,
-                 floor: float = 0.5, keep_objective: bool = False, num_bins: int = 32, sigma_min: float = 0.002,
-                 sigma_max: float = 80.0, min_count: int = 64, sigma_data: float = 0.5):
+                 floor: float = 0.5, shrink_z: float = 3.0, keep_objective: bool = True, num_bins: int = 32,
+                 sigma_min: float = 0.002, sigma_max: float = 80.0, min_count: int = 64, sigma_data: float = 0.5):
         super().__init__(p_mean, p_std, sigma_data, num_bins, sigma_min, sigma_max, min_count)
-        self.floor, self.keep_objective = floor, keep_objective
-        self.stats = {"fast": BinStatistics(num_bins, beta_fast), "slow": BinStatistics(num_bins, beta_slow)}
+        self.floor, self.shrink_z, self.keep_objective = floor, shrink_z, keep_objective
+        # "noise": the variance v of one update's bin mean, as an EMA (slow rate) of half the squared difference
+        # of successive bin means ("last"): a trend in the loss cancels in the difference, noise does not.
+        self.stats = {"fast": BinStatistics(num_bins, beta_fast), "slow": BinStatistics(num_bins, beta_slow),
+                      "noise": BinStatistics(num_bins, beta_slow), "last": BinStatistics(num_bins, 0.0)}
+
+    def update(self, sigma: torch.Tensor, raw_loss: torch.Tensor) -> None:
+        bins = self.bins.index(sigma)
+        weighted = edm_weight(sigma.double(), self.sigma_data) * raw_loss.double()
+        n = torch.zeros(self.bins.num_bins, dtype=torch.float64).index_add_(0, bins.cpu(), torch.ones_like(weighted).cpu())
+        s = torch.zeros(self.bins.num_bins, dtype=torch.float64).index_add_(0, bins.cpu(), weighted.cpu())
+        batch_mean = s / n.clamp_min(1)  # (B,) this update's bin means (bins with no sample are not updated)
+        last = self.stats["last"]
+        paired = (n > 0) & (last.count > 0)  # bins with a previous mean to difference against
+        half_sq_diff = 0.5 * (batch_mean - last.value).square()  # E = v when the loss is stationary
+        self.stats["noise"].update(torch.arange(self.bins.num_bins)[paired], half_sq_diff[paired])
+        for name in ("fast", "slow", "last"):
+            self.stats[name].update(bins, weighted)
+
+    def progress_standard_error(self) -> torch.Tensor:
+        """sd of (slow − fast) when the per-update bin means are iid with variance v: both are EMAs of the same
+        sequence with rates a, b, so Var = v·(a/(2−a) + b/(2−b) − 2ab/(a+b−ab)). (B,)"""
+        a, b = 1 - self.stats["fast"].beta, 1 - self.stats["slow"].beta
+        factor = a / (2 - a) + b / (2 - b) - 2 * a * b / (a + b - a * b)
+        return (self.stats["noise"].value.clamp_min(0) * factor).sqrt()
 
     def progress(self) -> torch.Tensor:
-        """Relative loss decrease per bin, ≥ 0: (slow − fast)/slow."""
+        """Relative loss decrease per bin, shrunk by its noise: max(0, slow − fast − z·se)/slow, ≥ 0. A loss that
+        does not move gives 0 except with probability ~P(N(0,1) > z) per bin."""
         slow, fast = self.stats["slow"].value, self.stats["fast"].value
-        return ((slow - fast) / slow.clamp_min(1e-12)).clamp_min(0) * self.ready()
+        drop = (slow - fast - self.shrink_z * self.progress_standard_error()).clamp_min(0)
+        return drop / slow.clamp_min(1e-12) * self.ready()
 
     def bin_probs(self) -> torch.Tensor:
         p, lp = self.bins.base_mass, self.progress()
@@ -205,5 +249,64 @@ class LearningProgress(BinnedAdaptive):
         return (1 - self.floor) * q + self.floor * p
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
-        weight = edm_weight(sigma, self.sigma_data)
-        return weight * self.importance_ratio(sigma) if self.keep_objective else weight
+        return edm_weight(sigma, self.sigma_data)
+
+
+class ExcessLoss(BinnedAdaptive):
+    """Sample σ where the weighted loss is furthest above its irreducible part (the "optimal loss" idea of
+    arXiv 2506.13763): q(b) ∝ p(b)·E[λ(σ)(ℓ − J*(σ)) | b], floor-mixed with p.
+
+    ℓ is the unweighted per-element denoising loss, J*(σ) the per-element loss of the ideal denoiser of the
+    training set (diffusion/optimal_loss.py), set by the trainer from a cached estimate before the first step.
+    At high σ both approach the data variance, so the raw loss says "hard" where nothing is left to learn;
+    the excess does not. The λ-weighting makes each bin's share of q its share of the reducible objective.
+    `keep_objective` true: p/q weights keep E_p[objective]; false: a pure sampling strategy."""
+
+    name = "excess_loss"
+    needs_optimal_loss = True
+
+    def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, beta: float = 0.99, floor: float = 0.25,
+                 keep_objective: bool = True, num_bins: int = 32, sigma_min: float = 0.002, sigma_max: float = 80.0,
+                 min_count: int = 64, sigma_data: float = 0.5):
+        super().__init__(p_mean, p_std, sigma_data, num_bins, sigma_min, sigma_max, min_count)
+        self.floor, self.keep_objective = floor, keep_objective
+        self.stats = {"excess": BinStatistics(num_bins, beta)}
+        self.optimal_sigma = self.optimal_loss = None  # (S,) σ grid and J* on it, float64
+
+    def set_optimal_loss(self, sigma: torch.Tensor, optimal_loss: torch.Tensor) -> None:
+        self.optimal_sigma, self.optimal_loss = sigma.double().cpu(), optimal_loss.double().cpu()
+
+    def optimal_loss_at(self, sigma: torch.Tensor) -> torch.Tensor:
+        """J*(σ) interpolated in ln σ. (N,) float64."""
+        if self.optimal_loss is None:
+            raise RuntimeError("excess_loss: J* was not set (the trainer calls set_optimal_loss before training)")
+        return interp(sigma.double().log().cpu(), self.optimal_sigma.log(), self.optimal_loss).to(sigma.device)
+
+    def statistic(self, name: str, sigma: torch.Tensor, weighted: torch.Tensor) -> torch.Tensor:
+        # λ(σ)(ℓ − J*) = λℓ − λJ*
+        return weighted - edm_weight(sigma.double(), self.sigma_data) * self.optimal_loss_at(sigma)
+
+    def bin_probs(self) -> torch.Tensor:
+        p, ready = self.bins.base_mass, self.ready()
+        if not ready.any():
+            return p
+        excess = self.stats["excess"].value.clamp_min(0)
+        excess = torch.where(ready, excess, excess[ready].max())  # unmeasured tails are explored, not starved
+        if (p * excess).sum() <= 0:
+            return p
+        q = p * excess / (p * excess).sum()
+        return (1 - self.floor) * q + self.floor * p
+
+    def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
+        return edm_weight(sigma, self.sigma_data)
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        if self.optimal_loss is not None:
+            state["optimal_loss"] = {"sigma": self.optimal_sigma.clone(), "value": self.optimal_loss.clone()}
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict({k: v for k, v in state.items() if k != "optimal_loss"})
+        if "optimal_loss" in state:
+            self.set_optimal_loss(state["optimal_loss"]["sigma"], state["optimal_loss"]["value"])

@@ -8,7 +8,8 @@ import torch
 class NoiseLevelStrategy(ABC):
     """Draws per-sample σ, gives per-sample x0-space loss weights, and may learn from observed losses.
 
-    The trainer calls, per step: `sample_sigma` (through the loss), `loss_weight`, and — only when
+    The trainer calls, per step: `sample_sigma` (through the draws), `loss_weight` and `objective_ratio`
+    (through the loss), and — only when
     `learns_from_losses` — `update` with (σ, unweighted loss) gathered from every process, so the state is
     identical on all ranks. State goes into checkpoints via `state_dict` / `load_state_dict`.
     """
@@ -23,6 +24,13 @@ class NoiseLevelStrategy(ABC):
     @abstractmethod
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         """(N,) σ -> (N,) x0-space weights."""
+
+    def objective_ratio(self, sigma: torch.Tensor) -> torch.Tensor | None:
+        """(N,) per-sample multiplier of the whole objective (denoising and MAE terms), or None for 1.
+
+        Strategies that sample σ from a proposal q instead of the base density p return p(σ)/q(σ) here, so
+        E_q[ratio · loss] = E_p[loss] for every term of the objective, not only the weighted denoising term."""
+        return None
 
     def update(self, sigma: torch.Tensor, raw_loss: torch.Tensor) -> None:
         """Learn from σ (M,) and the unweighted per-sample loss (M,) of the whole global batch."""
