@@ -12,7 +12,10 @@ import sys
 
 from dataio.sources import DataMismatchError
 from training.config import ConfigError, load_config
-from training.loop import train
+from models.build import WeightsMismatchError
+from models.snapshot import SnapshotError
+from training.checkpoint import CheckpointError, RunLockedError
+from training.loop import NonFiniteError, train
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -33,7 +36,8 @@ def main(argv=None) -> None:
         cfg = load_config(args.config, args.overrides)
         train(cfg, init_from=args.init_from, stop_after_kimg=args.stop_after_kimg,
               stop_after_min=args.stop_after_min)
-    except (ConfigError, DataMismatchError, FileNotFoundError) as err:
+    except (ConfigError, DataMismatchError, FileNotFoundError, NonFiniteError, CheckpointError, RunLockedError,
+            SnapshotError, WeightsMismatchError) as err:
         sys.exit(f"error: {err}")
 
 

@@ -139,7 +139,7 @@ def train_run(run_dir: Path, row: Row, seed: int, proto: Protocol, overrides: li
 
 
 def snapshots(run_dir: Path, proto: Protocol) -> list[Path]:
-    found = sorted((run_dir / "snapshots").glob("ema-*.pt"))
+    found = sorted((run_dir / "snapshots").glob("ema-*.safetensors"))
     if len(found) != proto.points:
         raise RuntimeError(f"{run_dir}: {len(found)} of {proto.points} evaluation snapshots were written")
     return found
@@ -178,7 +178,7 @@ def evaluate_run(run_dir: Path, name: str, seed: int, evaluator: Evaluator, prot
     points = []
     found = snapshots(run_dir, proto)
     for i, path in enumerate(found):
-        kimg = float(re.search(r"ema-(\d+\.\d+)\.pt$", path.name).group(1))  # ema-<kimg:011.3f>.pt
+        kimg = float(re.search(r"ema-(\d+\.\d+)\.safetensors$", path.name).group(1))  # ema-<kimg:011.3f>...
         grid = run_dir / "grid-final.png" if i == len(found) - 1 else None
         metrics = evaluator(path, seed, ROWS[name].eval_overrides, grid)
         points.append({"kimg": kimg, **metrics})

@@ -54,6 +54,7 @@ class InceptionFeatures(nn.Module):
         super().__init__()
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
+        check_loads_without_code(weights_path)
         self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
                                                feature_extractor_weights_path=str(weights_path))
         self._spatial = None
@@ -70,3 +71,12 @@ class InceptionFeatures(nn.Module):
         pool, logits = self.net(images)
         spatial = self._spatial[:, :7].permute(0, 2, 3, 1).reshape(len(images), -1)  # NHWC order as ADM
         return {"pool": pool.float(), "logits": logits.float(), "spatial": spatial.float()}
+
+
+def check_loads_without_code(path: str | Path) -> None:
+    """torch-fidelity unpickles the weights file fully; refuse one that holds anything but tensors and plain
+    values (a crafted pickle would run code there). A file that loads with weights_only=True is such a file."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - every failure means: not a plain weights file
+        raise ValueError(f"{path}: not a plain Inception weights file (refused: {str(err).splitlines()[0][:160]})") from None

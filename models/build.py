@@ -51,3 +51,23 @@ def count_parameters(net: torch.nn.Module, include_fixed_pos_embed: bool = True)
     if include_fixed_pos_embed:
         total += sum(b.numel() for name, b in net.named_buffers() if name.endswith("pos_embed"))
     return total
+
+
+class WeightsMismatchError(ValueError):
+    """Weights that do not fit the model config (one line naming keys and shapes)."""
+
+
+def load_matching(net: torch.nn.Module, state: dict, where: str) -> None:
+    """load_state_dict, or one ValueError line saying which keys are missing / unexpected / of another shape
+    (e.g. a run resumed with a changed model size), instead of torch's multi-line dump."""
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own
+              if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = [f"{len(shapes)} of another shape (first: {shapes[0]})" if shapes else "",
+                 f"{len(missing)} missing (first: {missing[0]})" if missing else "",
+                 f"{len(unexpected)} unexpected (first: {unexpected[0]})" if unexpected else ""]
+        raise WeightsMismatchError(f"{where}: weights do not fit the model config: " + "; ".join(p for p in parts if p))
+    net.load_state_dict(state)

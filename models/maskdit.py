@@ -195,6 +195,10 @@ class MaskDiT(nn.Module):
             x = self.decoder_embed(x, c)  # (N, K, Dd)
             if mask is not None:
                 x = restore_tokens(x, mask.ids_restore, self.mask_token)  # (N, L, Dd)
+            elif self.training:
+                # Unmasked training (finetune at ratio 0): the mask token must still get a (zero) gradient, or
+                # DDP stops at step 2 waiting for its reduction (the reference adds 0·mask_token.sum() too).
+                x = x + 0 * self.mask_token.sum()
             x = x + self.decoder_pos_embed  # (N, L, Dd)
             x = self._run_blocks(self.decoder_blocks, x, c)  # (N, L, Dd)
         elif mask is not None:

@@ -77,3 +77,18 @@ def full_run(tmp_path_factory, tiny_fmnist) -> Path:
     run_dir = tmp_path_factory.mktemp("full")
     train_tiny(run_dir, tiny_fmnist, "train.keep_checkpoints=1")
     return run_dir
+
+
+def read_checkpoint(ckpt_dir: Path) -> tuple[dict, dict]:
+    """-> (training state with the model weights under "net", snapshot metadata with the EMA under "ema"),
+    read through the suite's own verified loader."""
+    from training.checkpoint import load_checkpoint
+
+    net_state, state, ema_state, meta = load_checkpoint(ckpt_dir)
+    return {**state, "net": net_state}, {**meta, "ema": ema_state}
+
+
+def read_snapshot_meta(path: Path) -> dict:
+    from models.snapshot import read_snapshot
+
+    return read_snapshot(path)[1]

@@ -43,5 +43,5 @@ def test_training_on_cifar10_pixels(tiny_cifar, tmp_path):
     run_dir = tmp_path / "run"
     run_cli("train.py", "--config", "configs/train/cifar10.yaml", f"run_dir={run_dir}", f"data.path={tiny_cifar}",
             *TINY_OVERRIDES, "train.total_kimg=0.032", "train.sample_kimg=1")
-    assert (run_dir / "checkpoints" / "000000002" / "ema.pt").is_file()
+    assert (run_dir / "checkpoints" / "000000002" / "ema.safetensors").is_file()
     assert "cifar10[train] 40 images 3x32x32" in (run_dir / "log.txt").read_text()

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli, train_tiny
+from conftest import read_checkpoint, run_cli, train_tiny
 
 
 def load_state(ckpt_dir):
-    return torch.load(ckpt_dir / "training_state.pt", weights_only=False)
+    return read_checkpoint(ckpt_dir)[0]
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +52,14 @@ def test_generation_with_two_processes_equals_one(full_run, tmp_path):
     run_cli("generate.py", *args, "--out", str(tmp_path / "two.npz"), processes=2)
     one, two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
     assert np.array_equal(one["arr_0"], two["arr_0"]) and np.array_equal(one["arr_1"], two["arr_1"])
+
+
+def test_two_process_unmasking_finetune(full_run, tmp_path, tiny_fmnist):
+    """Mask ratio 0 on two processes: the mask token gets a zero gradient, so DDP's reduction completes
+    (it used to stop at step 2 with "Expected to have finished reduction in the prior iteration")."""
+    run_dir = tmp_path / "finetune"
+    init = full_run / "checkpoints" / "000000008"
+    train_tiny(run_dir, tiny_fmnist, "--init-from", str(init), config="configs/finetune/fashion-mnist.yaml",
+               processes=2)
+    state = load_state(run_dir / "checkpoints" / "000000008")
+    assert state["cur_nimg"] == 128 and state["param_checksums"][0] == state["param_checksums"][1]

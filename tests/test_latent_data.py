@@ -16,7 +16,7 @@ from dataio.image_sources import adm_center_crop
 from dataio.latent_store import LatentLMDB, open_readonly, read_meta, record_key
 from dataio.shards import iterate_shards
 
-from conftest import TINY_OVERRIDES, run_cli
+from conftest import TINY_OVERRIDES, read_checkpoint, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +165,7 @@ def test_training_from_both_readers_and_generation_decodes(reader, store, tmp_pa
     run_dir = tmp_path / f"run-{reader}"
     run_cli("train.py", "--config", "configs/train/fashion-mnist.yaml", f"run_dir={run_dir}", *TINY_OVERRIDES,
             *LATENT_MODEL, f"data.source={reader}", f"data.path={path}", "data.xflip=true")
-    snap = torch.load(run_dir / "checkpoints" / "000000008" / "ema.pt", weights_only=False)
+    _, snap = read_checkpoint(run_dir / "checkpoints" / "000000008")
     assert snap["data"]["space"] == "latent" and snap["data"]["vae"] == str(tiny_vae)
     assert Image.open(next((run_dir / "samples").glob("grid-*.png"))).size == (3 * 16, 4 * 16)  # decoded pixels
     run_cli("generate.py", "--ckpt", str(run_dir), "--num-samples", "3", "--steps", "2", "--out",
@@ -210,7 +210,6 @@ def test_lmdb_training_with_two_processes_equals_one(store, tmp_path):
               f"data.path={store}", "data.xflip=true", "train.total_kimg=0.064", "train.sample_kimg=1"]
     run_cli("train.py", *common, f"run_dir={tmp_path / 'one'}")
     run_cli("train.py", *common, f"run_dir={tmp_path / 'two'}", processes=2)
-    one, two = (torch.load(tmp_path / run / "checkpoints/000000004/training_state.pt", weights_only=False)
-                for run in ("one", "two"))
+    one, two = (read_checkpoint(tmp_path / run / "checkpoints/000000004")[0] for run in ("one", "two"))
     for key in one["net"]:
         assert torch.allclose(one["net"][key], two["net"][key], atol=1e-6), key

@@ -5,13 +5,11 @@ import json
 import pytest
 import torch
 
-from conftest import train_tiny
+from conftest import read_checkpoint, read_snapshot_meta, train_tiny
 
 
 def load_state(ckpt_dir):
-    state = torch.load(ckpt_dir / "training_state.pt", weights_only=False)
-    ema = torch.load(ckpt_dir / "ema.pt", weights_only=False)
-    return state, ema
+    return read_checkpoint(ckpt_dir)
 
 
 def newest_checkpoint(run_dir):
@@ -23,7 +21,7 @@ def test_run_writes_checkpoint_grid_logs_and_prunes(full_run):
     assert ckpts == ["000000008"]  # 8 steps of 16; checkpoints at 4 and 8, keep_checkpoints=1
     assert (full_run / "config.yaml").read_text().count("total_kimg: 0.128") == 1
     assert list((full_run / "samples").glob("grid-*.png"))
-    assert len(list((full_run / "snapshots").glob("ema-*.pt"))) == 2
+    assert len(list((full_run / "snapshots").glob("ema-*.safetensors"))) == 2
     stats = [json.loads(line) for line in (full_run / "stats.jsonl").read_text().splitlines()]
     assert [s["step"] for s in stats] == [2, 4, 6, 8] and all(s["loss"] > 0 for s in stats)
     assert list((full_run / "tensorboard").iterdir())
@@ -48,7 +46,7 @@ def test_interrupted_and_rerun_matches_uninterrupted(full_run, tmp_path, tiny_fm
 
 
 def snapshot_minutes(run_dir):
-    return [torch.load(p, weights_only=False)["train_minutes"] for p in sorted((run_dir / "snapshots").glob("ema-*.pt"))]
+    return [read_snapshot_meta(p)["train_minutes"] for p in sorted((run_dir / "snapshots").glob("ema-*.safetensors"))]
 
 
 def test_stop_after_minutes_and_training_clock_snapshots(tmp_path, tiny_fmnist):
@@ -116,5 +114,5 @@ def test_every_strategy_trains_and_writes_telemetry(strategy, tmp_path, tiny_fmn
     bins = stats[-1]["sigma_bins"]
     assert len(bins["ln_sigma"]) == len(bins["density"]) == len(bins["weight"])
     assert sum(bins["density"]) > 0 and all(w > 0 for w in bins["weight"])
-    state = torch.load(run_dir / "checkpoints" / "000000004" / "training_state.pt", weights_only=False)
+    state, _ = read_checkpoint(run_dir / "checkpoints" / "000000004")
     assert state["config"]["diffusion"]["strategy"]["name"] == strategy

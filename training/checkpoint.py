@@ -1,11 +1,22 @@
-"""Checkpoint directories: written under a temp name and renamed, the last N kept.
+"""The checkpoint format: writer and reader in one place, plus the run directory's lock.
 
-checkpoints/<step:09d>/training_state.pt  model, optimizer, scaler, strategy, progress, data, RNG per rank
-checkpoints/<step:09d>/ema.pt             the EMA snapshot (also what generate.py reads)
-snapshots/ema-<kimg:09.1f>.pt             EMA snapshots kept for evaluation
+checkpoints/<step:09d>/model.safetensors   the trained weights
+checkpoints/<step:09d>/ema.safetensors     the EMA snapshot (models/snapshot.py; what generate.py reads)
+checkpoints/<step:09d>/training_state.pt   optimizer, scaler, strategy, progress, data position, RNG per rank,
+                                           config: tensors and plain Python values only (loaded weights_only)
+checkpoints/<step:09d>/checksums.json      sha256 of each file above, verified on load
+snapshots/ema-<kimg:011.3f>.safetensors    EMA snapshots kept for evaluation
+
+A checkpoint directory is written under a temp name and renamed once complete; the last N are kept. On resume a
+damaged newest checkpoint (truncated, bytes flipped, unreadable) is skipped with a warning naming it, and the
+previous complete one is used.
 """
 
+import fcntl
+import hashlib
+import json
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -13,11 +24,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.snapshot import strip_compile_prefix
-from utils.atomic import atomic_torch_save
+from models.snapshot import EMA_FILE, SUFFIX, SnapshotError, load_weights, read_snapshot, save_snapshot, save_weights
+from utils.atomic import atomic_torch_save, atomic_write_text
 
+MODEL_FILE = "model" + SUFFIX
 STATE_FILE = "training_state.pt"
-EMA_FILE = "ema.pt"
+CHECKSUM_FILE = "checksums.json"
+TEMP_PREFIX = ".tmp-"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used (one line naming the directory or file and why)."""
+
+
+class RunLockedError(RuntimeError):
+    """Another live process holds the run directory."""
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
@@ -34,14 +55,26 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return dirs[-1] if dirs else None
 
 
-def write_checkpoint(run_dir: Path, step: int, state: dict, snapshot: dict, keep: int) -> Path:
-    """Rank 0 only. Files go to a temp dir that is renamed into place once complete."""
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checkpoint(run_dir: Path, step: int, net_state: dict, state: dict, ema_state: dict, snapshot_meta: dict,
+                     keep: int) -> Path:
+    """Rank 0 only. Files go to a temp dir that is renamed into place once complete and checksummed."""
     root = Path(run_dir) / "checkpoints"
     final = root / f"{step:09d}"
-    tmp = root / f".tmp-{step:09d}"
+    tmp = root / f"{TEMP_PREFIX}{step:09d}"
     shutil.rmtree(tmp, ignore_errors=True)
+    save_weights(tmp / MODEL_FILE, net_state)
+    save_snapshot(tmp / EMA_FILE, ema_state, snapshot_meta)
     atomic_torch_save(state, tmp / STATE_FILE)
-    atomic_torch_save(snapshot, tmp / EMA_FILE)
+    sums = {name: sha256(tmp / name) for name in (MODEL_FILE, EMA_FILE, STATE_FILE)}
+    atomic_write_text(tmp / CHECKSUM_FILE, json.dumps(sums, indent=1) + "\n")
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -49,39 +82,106 @@ def write_checkpoint(run_dir: Path, step: int, state: dict, snapshot: dict, keep
     return final
 
 
-def write_snapshot(run_dir: Path, kimg: float, snapshot: dict, keep: int) -> Path:
-    path = Path(run_dir) / "snapshots" / f"ema-{kimg:011.3f}.pt"
-    atomic_torch_save(snapshot, path)
-    prune(sorted(path.parent.glob("ema-*.pt")), keep, os.remove)
+def write_snapshot(run_dir: Path, kimg: float, ema_state: dict, meta: dict, keep: int) -> Path:
+    path = Path(run_dir) / "snapshots" / f"ema-{kimg:011.3f}{SUFFIX}"
+    save_snapshot(path, ema_state, meta)
+    prune(sorted(path.parent.glob("ema-*" + SUFFIX)), keep, os.remove)
     return path
 
 
 def prune(paths: list[Path], keep: int, remove) -> None:
-    """Remove all but the newest `keep` (keep <= 0 keeps everything)."""
+    """Remove all but the newest `keep` (keep <= 0 keeps everything). Only complete, finite checkpoints are ever
+    written (training/loop.py checks), so the newest ones kept are healthy."""
     if keep > 0:
         for old in paths[:-keep]:
             remove(old)
 
 
-def load_checkpoint(ckpt_dir: Path) -> tuple[dict, dict]:
-    """-> (training state, EMA snapshot); raises one clear line when the directory is not a checkpoint."""
-    ckpt_dir = Path(ckpt_dir)
-    for name in (STATE_FILE, EMA_FILE):
+def verify(ckpt_dir: Path) -> None:
+    sums_file = ckpt_dir / CHECKSUM_FILE
+    if not sums_file.is_file():
+        raise CheckpointError(f"{ckpt_dir}: no {CHECKSUM_FILE} (an old pickled checkpoint of this suite? convert it "
+                              "with python scripts/convert_checkpoint.py)")
+    for name, expected in json.loads(sums_file.read_text()).items():
         if not (ckpt_dir / name).is_file():
-            raise FileNotFoundError(f"{ckpt_dir}: not a checkpoint directory (missing {name})")
-    state = torch.load(ckpt_dir / STATE_FILE, map_location="cpu", weights_only=False)
-    snapshot = torch.load(ckpt_dir / EMA_FILE, map_location="cpu", weights_only=False)
-    state["net"] = strip_compile_prefix(state["net"])
-    snapshot["ema"] = strip_compile_prefix(snapshot["ema"])
-    return state, snapshot
+            raise CheckpointError(f"{ckpt_dir / name}: missing")
+        if sha256(ckpt_dir / name) != expected:
+            raise CheckpointError(f"{ckpt_dir / name}: checksum mismatch (the file is damaged)")
+
+
+def load_checkpoint(ckpt_dir: Path) -> tuple[dict, dict, dict, dict]:
+    """-> (model weights, training state, EMA weights, snapshot metadata); one CheckpointError line when the
+    directory is not a complete, intact checkpoint of this format. Nothing is unpickled beyond tensors and
+    plain values (weights_only)."""
+    ckpt_dir = Path(ckpt_dir)
+    if not (ckpt_dir / STATE_FILE).is_file():
+        raise CheckpointError(f"{ckpt_dir}: not a checkpoint directory (missing {STATE_FILE})")
+    verify(ckpt_dir)
+    try:
+        state = torch.load(ckpt_dir / STATE_FILE, map_location="cpu", weights_only=True)
+        net_state, _ = load_weights(ckpt_dir / MODEL_FILE)
+        ema_state, meta = read_snapshot(ckpt_dir / EMA_FILE)
+    except (SnapshotError, RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        raise CheckpointError(f"{ckpt_dir}: unreadable ({str(err).splitlines()[0]})") from None
+    return net_state, state, ema_state, meta
+
+
+def load_newest_healthy(run_dir: Path, warn) -> tuple[Path, tuple] | tuple[None, None]:
+    """The newest checkpoint that verifies and loads; damaged newer ones are skipped with a warning. -> (dir,
+    load_checkpoint(dir)), or (None, None) when there is none; CheckpointError if all of them are damaged."""
+    dirs = checkpoint_dirs(run_dir)
+    for ckpt_dir in reversed(dirs):
+        try:
+            return ckpt_dir, load_checkpoint(ckpt_dir)
+        except CheckpointError as err:
+            warn(f"warning: skipping checkpoint {ckpt_dir.name}: {err}")
+    if dirs:
+        raise CheckpointError(f"{run_dir}: none of the {len(dirs)} checkpoints can be used (see the warnings above)")
+    return None, None
+
+
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Leftovers of a process killed while writing: temp checkpoint dirs and temp snapshot files."""
+    run_dir = Path(run_dir)
+    for tmp in (run_dir / "checkpoints").glob(TEMP_PREFIX + "*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    for tmp in (run_dir / "snapshots").glob(".ema-*.tmp*"):
+        tmp.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------
-# RNG state of one process: saved per rank, restored on the same rank.
+# The run directory's lock: one live process per run directory (the OS releases it when the process dies).
+
+
+def lock_run_dir(run_dir: Path):
+    """Take an exclusive lock on <run_dir>/.lock; returns the open file (keep it alive for the run). A second
+    process on the same run directory gets RunLockedError naming the holder's pid."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / ".lock", "a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise RunLockedError(f"run directory {run_dir} is in use by another process (pid {holder}); wait for it "
+                             "to finish or choose another run_dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+# ----------------------------------------------------------------------------
+# RNG state of one process: saved per rank, restored on the same rank (plain values, loadable weights_only).
 
 
 def capture_rng() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": [name, keys.tolist(), pos, has_gauss, cached],
+             "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -89,7 +189,8 @@ def capture_rng() -> dict:
 
 def restore_rng(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

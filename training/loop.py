@@ -5,6 +5,7 @@ directory; `init_from` starts a fresh run from another run's weights and EMA (fi
 """
 
 import contextlib
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,12 +24,17 @@ from diffusion.samplers import edm_sample, guided_denoiser
 from diffusion.step_draws import draw_step, micro_batch_offset, step_generator
 from diffusion.strategies import build_strategy
 from diffusion.telemetry import SigmaTelemetry, plot_telemetry
-from models.build import build_network, count_parameters
-from models.snapshot import SNAPSHOT_FORMAT, load_for_sampling
+from models.build import build_network, count_parameters, load_matching
+from models.snapshot import read_snapshot
 from training import checkpoint as ckpt
 from training.config import Config, ConfigError, to_dict, to_yaml
 from training.ema import EMA, ema_beta
 from training.run_log import RunLog
+from utils.atomic import atomic_write_text
+
+
+class NonFiniteError(RuntimeError):
+    """The loss or the weights stopped being finite; the run stops before writing anything from that state."""
 
 
 @dataclass
@@ -83,17 +89,19 @@ def make_optimizer(net: torch.nn.Module, cfg: Config, device: torch.device) -> t
                              weight_decay=o.weight_decay, fused=fused)
 
 
-def snapshot_dict(ema: EMA, cfg: Config, data_meta: dict, progress: Progress) -> dict:
-    return {"format": SNAPSHOT_FORMAT, "model": asdict(cfg.model), "ema": ema.state_dict(), "data": data_meta,
-            "config": to_dict(cfg), "kimg": progress.cur_nimg / 1000, "train_minutes": progress.train_seconds / 60}
+def snapshot_meta(cfg: Config, data_meta: dict, progress: Progress) -> dict:
+    """What a snapshot carries beside the EMA weights (models/snapshot.py)."""
+    return {"model": asdict(cfg.model), "data": data_meta, "config": to_dict(cfg), "kimg": progress.cur_nimg / 1000,
+            "train_minutes": progress.train_seconds / 60}
 
 
-def restore(run_state: dict, snapshot: dict, net, ema: EMA, optimizer, strategy, accelerator,
-            progress: Progress) -> None:
-    """Load a checkpoint into freshly built objects (before accelerator.prepare). The data position went to
-    build_training_data; RNG states are restored last, by restore_rng_of."""
-    net.load_state_dict(run_state["net"])
-    ema.load_state_dict(snapshot["ema"])
+def restore(loaded: tuple, net, ema: EMA, optimizer, strategy, accelerator, progress: Progress,
+            where: Path) -> None:
+    """Load a checkpoint (ckpt.load_checkpoint's tuple) into freshly built objects (before accelerator.prepare).
+    The data position went to build_training_data; RNG states are restored last, by restore_rng_of."""
+    net_state, run_state, ema_state, _ = loaded
+    load_matching(net, net_state, f"resume from {where}")
+    load_matching(ema.net, ema_state, f"resume from {where} (EMA)")
     optimizer.load_state_dict(run_state["optimizer"])
     strategy.load_state_dict(run_state["strategy"])
     if run_state.get("scaler") is not None and accelerator.scaler is not None:
@@ -115,13 +123,13 @@ def init_weights_from(path: str, net, ema: EMA) -> str:
     """Finetune start: weights and EMA from a checkpoint directory (or an EMA snapshot for both)."""
     path = Path(path)
     if path.is_dir():
-        run_state, snapshot = ckpt.load_checkpoint(path)
-        net.load_state_dict(run_state["net"])
-        ema.load_state_dict(snapshot["ema"])
+        net_state, _, ema_state, _ = ckpt.load_checkpoint(path)
+        load_matching(net, net_state, f"--init-from {path}")
+        load_matching(ema.net, ema_state, f"--init-from {path} (EMA)")
         return f"weights + EMA from checkpoint {path}"
-    ema_net, _ = load_for_sampling(path)  # a bare snapshot: its EMA weights serve for both
-    net.load_state_dict(ema_net.state_dict())
-    ema.load_state_dict(ema_net.state_dict())
+    ema_state, _ = read_snapshot(path)  # a bare snapshot: its EMA weights serve for both
+    load_matching(net, ema_state, f"--init-from {path}")
+    load_matching(ema.net, ema_state, f"--init-from {path}")
     return f"EMA weights from snapshot {path} (used for model and EMA)"
 
 
@@ -153,6 +161,7 @@ class Trainer:
         self.batch_gpu, self.accum_rounds = batch_gpu, accum_rounds
         self.batches = data.batches
         self.sums = torch.zeros(4, device=accelerator.device)  # loss, denoise, mae, count since last log
+        self.last_finite = (0, 0)  # (step, cur_nimg) at which the loss sums were last seen finite
         self.telemetry = SigmaTelemetry(accelerator.device)
 
     def learning_rate(self, cur_nimg: int) -> float:
@@ -181,6 +190,8 @@ class Trainer:
                 terms = self.loss_fn(self.train_net, images, labels, self.strategy, mask_ratio, draws)
                 self.accelerator.backward(terms.total.mean() / self.accum_rounds)
             with torch.no_grad():
+                # a non-finite loss anywhere turns these sums non-finite: checked at log and checkpoint time,
+                # not per step, so the step needs no host sync
                 self.sums += torch.stack([terms.total.sum(), terms.denoise.sum(), terms.mae.sum(),
                                           torch.tensor(float(len(images)), device=self.sums.device)])
             seen_sigma.append(terms.sigma.detach())
@@ -203,8 +214,24 @@ class Trainer:
             loss = self.accelerator.gather(torch.cat(seen_loss))
             self.strategy.update(sigma, loss)
 
-    def take_means(self) -> dict:
+    def check_finite(self, progress: Progress) -> None:
+        """Collective: stop (NonFiniteError, one line) when any process saw a non-finite loss since the last
+        check. A single bad batch stops the run too: by the time it is seen, the optimizer has already applied
+        it, and the newest checkpoint is the last healthy state to resume from once the cause is fixed."""
+        bad = torch.tensor(float(not torch.isfinite(self.sums).all()), device=self.sums.device)
+        if self.accelerator.reduce(bad, reduction="sum").item() > 0:
+            step, nimg = self.last_finite
+            raise NonFiniteError(
+                f"the training loss became non-finite between step {step} ({nimg / 1000:.3f} kimg) and step "
+                f"{progress.step} ({progress.cur_nimg / 1000:.3f} kimg); likely causes: a learning rate too high "
+                f"(optim.lr={self.cfg.optim.lr:g}), fp16 overflow (train.mixed_precision="
+                f"{self.cfg.train.mixed_precision}), or a corrupt data record; nothing was written from this "
+                "state: fix the cause and re-run to resume from the newest checkpoint")
+        self.last_finite = (progress.step, progress.cur_nimg)
+
+    def take_means(self, progress: Progress) -> dict:
         """Losses averaged over all processes since the previous call (one collective, one host sync)."""
+        self.check_finite(progress)
         sums = self.accelerator.reduce(self.sums.clone(), reduction="sum")
         self.sums.zero_()
         count = max(sums[3].item(), 1.0)
@@ -234,8 +261,22 @@ def parameter_checksum(net: torch.nn.Module) -> float:
     return float(sum(p.detach().double().sum() for p in net.parameters()))
 
 
+def all_finite(net: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in net.state_dict().values() if t.is_floating_point())
+
+
+def check_weights_finite(trainer: "Trainer", progress: Progress, what: str) -> None:
+    """Never write a checkpoint or snapshot whose weights or EMA are not finite (raises NonFiniteError)."""
+    trainer.check_finite(progress)
+    net = trainer.accelerator.unwrap_model(trainer.net)
+    if not (all_finite(net) and all_finite(trainer.ema.net)):
+        raise NonFiniteError(f"step {progress.step}: the model or EMA weights are not finite; the {what} was not "
+                             "written (the newest checkpoint on disk is the last healthy one)")
+
+
 def save_checkpoint(run_dir: Path, cfg: Config, trainer: "Trainer", progress: Progress) -> Path | None:
     """Collective (RNG states and parameter checksums are gathered from every rank); rank 0 writes."""
+    check_weights_finite(trainer, progress, "checkpoint")
     rng = gather_object([ckpt.capture_rng()])
     acc = trainer.accelerator
     checksums = gather_object([parameter_checksum(acc.unwrap_model(trainer.net))])
@@ -243,14 +284,15 @@ def save_checkpoint(run_dir: Path, cfg: Config, trainer: "Trainer", progress: Pr
         return None
     if len(set(checksums)) > 1:
         print(f"warning: parameters differ across processes at step {progress.step}: {checksums}", flush=True)
-    state = {"net": acc.unwrap_model(trainer.net).state_dict(), "optimizer": trainer.optimizer.state_dict(),
+    state = {"optimizer": trainer.optimizer.state_dict(),
              "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
              "strategy": trainer.strategy.state_dict(), "data": trainer.batches.state_dict(), "rng": rng,
              "cur_nimg": progress.cur_nimg, "step": progress.step, "train_seconds": progress.train_seconds,
              "config": to_dict(cfg),
              "param_checksums": checksums}
-    snapshot = snapshot_dict(trainer.ema, cfg, trainer.data.snapshot_meta, progress)
-    return ckpt.write_checkpoint(run_dir, progress.step, state, snapshot, cfg.train.keep_checkpoints)
+    return ckpt.write_checkpoint(run_dir, progress.step, acc.unwrap_model(trainer.net).state_dict(), state,
+                                 trainer.ema.state_dict(), snapshot_meta(cfg, trainer.data.snapshot_meta, progress),
+                                 cfg.train.keep_checkpoints)
 
 
 # ----------------------------------------------------------------------------
@@ -267,15 +309,18 @@ def train(cfg: Config, init_from: str | None = None, stop_after_kimg: float | No
     batch_gpu, accum_rounds = batch_layout(cfg.train.batch_size, cfg.train.batch_gpu, world)
     if init_from is not None and not Path(init_from).exists():
         raise FileNotFoundError(f"--init-from {init_from}: no such checkpoint or snapshot")
-    resume_dir = ckpt.latest_checkpoint(run_dir)
-    run_state, snapshot = ckpt.load_checkpoint(resume_dir) if resume_dir is not None else (None, None)
+    lock = take_run_lock(run_dir, accelerator)  # noqa: F841 - held (open) for the whole run
+    resume_dir, loaded = ckpt.load_newest_healthy(run_dir, warn=lambda line: print(line, flush=True))
+    run_state = loaded[1] if loaded is not None else None
     data = build_training_data(cfg.data, cfg.train.seed, rank, world, batch_gpu, accelerator.device,
                                run_state["data"] if run_state is not None else None)
     check_matches_model(data, cfg.model)
+    check_outputs_can_be_made(cfg, data, accelerator)
 
     if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.remove_stale_temp_files(run_dir)
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        truncate_stats(run_dir, run_state["cur_nimg"] if run_state is not None else 0)
     accelerator.wait_for_everyone()
     log = RunLog(run_dir, accelerator)
     torch.manual_seed(cfg.train.seed * 7919 + rank)
@@ -289,7 +334,7 @@ def train(cfg: Config, init_from: str | None = None, stop_after_kimg: float | No
         with accelerator.main_process_first():  # rank 0 estimates and caches J*, the others read the cache
             attach_optimal_loss(strategy, cfg.data, log)
     if run_state is not None:
-        restore(run_state, snapshot, net, ema, optimizer, strategy, accelerator, progress)
+        restore(loaded, net, ema, optimizer, strategy, accelerator, progress, resume_dir)
         log.print(f"resuming from {resume_dir} at {progress.cur_nimg / 1000:.1f} kimg")
     elif init_from is not None:
         log.print("initialised with " + init_weights_from(init_from, net, ema))
@@ -308,10 +353,60 @@ def train(cfg: Config, init_from: str | None = None, stop_after_kimg: float | No
                       accum_rounds)
     if run_state is not None:
         restore_rng_of(run_state, accelerator, log)
-    run_steps(cfg, run_dir, trainer, progress, log, stop_after_kimg, stop_after_min)
-    accelerator.end_training()
+    try:
+        run_steps(cfg, run_dir, trainer, progress, log, stop_after_kimg, stop_after_min)
+    finally:
+        shut_down(accelerator)
     return run_dir
 
+
+def take_run_lock(run_dir: Path, accelerator):
+    """Rank 0 locks the run directory (training/checkpoint.py); every rank learns whether it could, so a second
+    copy of a command stops on all of its ranks with one line. -> the open lock file (rank 0) or None."""
+    from accelerate.utils import broadcast_object_list
+
+    lock, error = None, None
+    if accelerator.is_main_process:
+        try:
+            lock = ckpt.lock_run_dir(run_dir)
+        except ckpt.RunLockedError as err:
+            error = str(err)
+    error = broadcast_object_list([error])[0] if accelerator.num_processes > 1 else error
+    if error is not None:
+        raise ckpt.RunLockedError(error)
+    return lock
+
+
+def truncate_stats(run_dir: Path, cur_nimg: int) -> None:
+    """A resumed run repeats the steps after its checkpoint: drop their stats.jsonl rows (kimg > checkpoint)."""
+    path = run_dir / "stats.jsonl"
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line)["kimg"] * 1000 <= cur_nimg + 1e-6]
+    if len(kept) != len(lines):
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def check_outputs_can_be_made(cfg: Config, data: TrainingData, accelerator) -> None:
+    """Load now what periodic outputs will need (the VAE that decodes sample grids of a latent run), so a
+    missing one stops the run before any work instead of at the first grid."""
+    if accelerator.is_main_process and cfg.train.sample_kimg > 0 and data.snapshot_meta["space"] == "latent":
+        try:
+            Decoder(data.snapshot_meta, accelerator.device)
+        except Exception as err:  # noqa: BLE001 - any loading failure is reported as one line
+            raise FileNotFoundError(f"train.sample_kimg > 0 needs the autoencoder {data.snapshot_meta.get('vae')} to "
+                                    f"decode sample grids, and it cannot be loaded ({str(err).splitlines()[0]}); "
+                                    "make it available or set train.sample_kimg=0") from None
+
+
+def shut_down(accelerator: Accelerator) -> None:
+    """Close the trackers (tensorboard's writer thread) and the process group before the interpreter exits:
+    a rank that exits with the group alive can abort in the C++ destructors ("terminate called without an
+    active exception", SIGABRT), which made torchrun report a failed run after a complete one."""
+    accelerator.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()  # local: no barrier, so a failing rank cannot hang here
 
 def out_of_time(accelerator, start: float, limit_min: float | None) -> bool:
     """All ranks agree (max over processes), so they stop after the same step."""
@@ -340,7 +435,7 @@ def run_steps(cfg: Config, run_dir: Path, trainer: Trainer, progress: Progress, 
         done = progress.cur_nimg >= stop_nimg or out_of_time(acc, start, stop_after_min)
         if crossed(prev, progress.cur_nimg, t.log_kimg) or done:
             elapsed = time.time() - tick_time
-            stats = {"kimg": progress.cur_nimg / 1000, "step": progress.step, **trainer.take_means(),
+            stats = {"kimg": progress.cur_nimg / 1000, "step": progress.step, **trainer.take_means(progress),
                      "lr": trainer.learning_rate(prev), "mask_ratio": mask_ratio,
                      "img_per_s": (progress.cur_nimg - tick_nimg) / max(elapsed, 1e-9),
                      "train_min": (progress.train_seconds + time.time() - clock) / 60,
@@ -370,19 +465,22 @@ class PeriodicOutputs:
         self.sigma_bins = None  # the latest per-σ-bin telemetry, plotted with each sample grid
 
     def write(self, progress: Progress, prev_nimg: int, prev_seconds: float, done: bool) -> None:
+        """The checkpoint first: an optional output that fails (a grid, a snapshot) never costs progress."""
         t, trainer, acc = self.cfg.train, self.trainer, self.trainer.accelerator
-        if acc.is_main_process and t.sample_kimg > 0 and (crossed(prev_nimg, progress.cur_nimg, t.sample_kimg) or done):
-            self.write_grid(progress)
-        by_images = crossed(prev_nimg, progress.cur_nimg, t.snapshot_kimg)
-        by_minutes = crossed_minutes(prev_seconds, progress.train_seconds, t.snapshot_minutes)
-        if acc.is_main_process and (by_images or by_minutes):
-            ckpt.write_snapshot(self.run_dir, progress.cur_nimg / 1000,
-                                snapshot_dict(trainer.ema, self.cfg, trainer.data.snapshot_meta, progress),
-                                t.keep_snapshots)
         if crossed(prev_nimg, progress.cur_nimg, t.checkpoint_kimg) or done:
             path = save_checkpoint(self.run_dir, self.cfg, trainer, progress)
             if path is not None:
                 self.log.print(f"checkpoint {path}")
+        by_images = crossed(prev_nimg, progress.cur_nimg, t.snapshot_kimg)
+        by_minutes = crossed_minutes(prev_seconds, progress.train_seconds, t.snapshot_minutes)
+        if by_images or by_minutes:
+            check_weights_finite(trainer, progress, "snapshot")  # collective: every rank takes part
+        if acc.is_main_process and (by_images or by_minutes):
+            ckpt.write_snapshot(self.run_dir, progress.cur_nimg / 1000, trainer.ema.state_dict(),
+                                snapshot_meta(self.cfg, trainer.data.snapshot_meta, progress),
+                                t.keep_snapshots)
+        if acc.is_main_process and t.sample_kimg > 0 and (crossed(prev_nimg, progress.cur_nimg, t.sample_kimg) or done):
+            self.write_grid(progress)
 
     def write_grid(self, progress: Progress) -> None:
         trainer, acc = self.trainer, self.trainer.accelerator
