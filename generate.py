@@ -42,7 +42,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="ddim/ddpm: clamp the x0 estimate to [-1, 1] each step (pixel models, as DDPM's code)")
     p.add_argument("--batch", type=int, default=64, help="images per forward batch and process")
     p.add_argument("--grid-cols", type=int, help="columns of a PNG grid (default: number of classes)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for flag, value in (("--num-samples", args.num_samples), ("--batch", args.batch), ("--steps", args.steps)):
+        if value is not None and value <= 0:
+            p.error(f"{flag} must be positive (got {value})")
+    return args
 
 
 DEFAULT_STEPS = {"edm": 40, "euler": 40, "ddim": 50, "ddpm": 1000}
@@ -76,7 +80,8 @@ def main(argv=None) -> None:
     else:
         todo = list(range(len(seeds)))
     mine = todo[state.process_index::state.num_processes]
-    opts = SamplingOptions(args.sampler, args.steps or DEFAULT_STEPS[args.sampler], args.cfg_scale,
+    steps = args.steps if args.steps is not None else DEFAULT_STEPS[args.sampler]
+    opts = SamplingOptions(args.sampler, steps, args.cfg_scale,
                            tuple(args.guidance_interval) if args.guidance_interval else None, args.s_churn,
                            args.clip_denoised)
     my_seeds = [seeds[i] for i in mine]

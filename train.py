@@ -10,12 +10,14 @@ Re-running the same command resumes from the newest checkpoint of the run direct
 import argparse
 import sys
 
+from dataio.latent_batches import DataRecordError
 from dataio.sources import DataMismatchError
 from training.config import ConfigError, load_config
 from models.build import WeightsMismatchError
 from models.snapshot import SnapshotError
 from training.checkpoint import CheckpointError, RunLockedError
 from training.loop import NonFiniteError, train
+from utils.atomic import DiskFullError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -37,7 +39,7 @@ def main(argv=None) -> None:
         train(cfg, init_from=args.init_from, stop_after_kimg=args.stop_after_kimg,
               stop_after_min=args.stop_after_min)
     except (ConfigError, DataMismatchError, FileNotFoundError, NonFiniteError, CheckpointError, RunLockedError,
-            SnapshotError, WeightsMismatchError) as err:
+            SnapshotError, WeightsMismatchError, DataRecordError, DiskFullError) as err:
         sys.exit(f"error: {err}")
 
 

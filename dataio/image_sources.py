@@ -35,7 +35,10 @@ class ArraySource:
         return len(self.images)
 
     def load(self, index: int) -> tuple[Image.Image, int]:
-        return Image.fromarray(self.images[index]).convert("RGB"), int(self.labels[index])
+        image = self.images[index]
+        if image.ndim == 3 and image.shape[-1] == 1:  # (H, W, 1) grey, as generate.py writes npz for 1-channel models
+            image = image[..., 0]
+        return Image.fromarray(image).convert("RGB"), int(self.labels[index])
 
 
 class ImageFolderSource:
@@ -88,5 +91,8 @@ def open_source(spec: str):
                 raise ValueError(f"{rest}: no arr_0 (uint8 NHWC images)")
             images = npz["arr_0"]
             labels = npz["arr_1"] if "arr_1" in npz.files else np.zeros(len(images), np.int64)
+        if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3, 4)):
+            raise ValueError(f"npz {rest}: arr_0 must be uint8 (N, H, W[, 1|3|4]); got {images.dtype} "
+                             f"{tuple(images.shape)}")
         return ArraySource(images, labels, int(labels.max()) + 1 if len(labels) else 0, f"npz {rest}")
     raise ValueError(f"--source {spec!r}: expected imagefolder:DIR, fashion_mnist[:SPLIT], cifar10[:SPLIT] or npz:FILE")

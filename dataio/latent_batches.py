@@ -46,6 +46,18 @@ def loader_kwargs(num_workers: int, device) -> dict:
             "persistent_workers": num_workers > 0, "prefetch_factor": 4 if num_workers > 0 else None}
 
 
+class DataRecordError(ValueError):
+    """A corrupt or missing LMDB record / shard member met mid-run (one line naming it)."""
+
+
+def record_error_line(err: Exception) -> str:
+    """The line naming the LMDB key or shard in a reader error, also when a DataLoader worker wrapped it in
+    its own multi-line traceback."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = [line for line in lines if "LMDB " in line or "shard " in line]
+    return (named or lines or [type(err).__name__])[-1].removeprefix("ValueError: ").removeprefix("KeyError: ")
+
+
 class LatentBatches:
     """next() -> (z (B, C, h, w) on device, labels (B,)); state_dict() -> the data position."""
 
@@ -59,7 +71,10 @@ class LatentBatches:
     def next(self, latent_noise: torch.Tensor, copy_choice: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """latent_noise (B, C, h, w) and copy_choice (B,) uniform come from the step's draws
         (diffusion/step_draws.py), so the batch does not depend on the process layout."""
-        moments, labels = next(self.iterator)
+        try:
+            moments, labels = next(self.iterator)
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise DataRecordError(record_error_line(err)) from None
         self.consumed += 1
         moments = moments.to(self.device, non_blocking=True)
         if moments.dim() == 5:  # shards keep every copy: choose the flip here

@@ -26,6 +26,9 @@ def load_eval_config(path, overrides=()) -> EvalConfig:
     cfg = load_layered(EvalConfig, path, overrides)
     if cfg.features not in ("inception", "fmnist_classifier"):
         raise ConfigError(f"features: {cfg.features!r} is not one of inception | fmnist_classifier")
+    for key in ("num_samples", "num_steps", "batch_gpu"):
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"{key}: must be positive (got {getattr(cfg, key)})")
     if (cfg.guidance_sigma_lo is None) != (cfg.guidance_sigma_hi is None):
         raise ConfigError("guidance_sigma_lo and guidance_sigma_hi go together")
     return cfg

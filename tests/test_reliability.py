@@ -150,3 +150,63 @@ def test_resume_with_a_changed_model_size_names_the_keys(full_run, tmp_path, tin
     proc = train_tiny(run_dir, tiny_fmnist, "model.width=48", check=False)
     line = last_line(proc)
     assert proc.returncode != 0 and "weights do not fit the model config" in line and "of another shape" in line
+
+
+def test_bad_inputs_fail_with_one_line(full_run, tmp_path):
+    for args, expected in ((["--num-samples", "0"], "--num-samples must be positive"),
+                           (["--batch", "0"], "--batch must be positive"), (["--steps", "0"], "--steps must be positive")):
+        proc = run_cli("generate.py", "--ckpt", str(full_run), "--out", str(tmp_path / "g.png"), *args, check=False)
+        assert proc.returncode != 0 and expected in last_line(proc)
+    not_ckpt = tmp_path / "notes.safetensors"
+    not_ckpt.write_text("hello")
+    proc = run_cli("generate.py", "--ckpt", str(not_ckpt), "--out", str(tmp_path / "g.png"), check=False)
+    assert proc.returncode != 0 and "unreadable safetensors file" in last_line(proc)
+    proc = run_cli("train.py", "--config", "configs/train/fashion-mnist.yaml", "train.total_kimg=-1", check=False)
+    assert "train.total_kimg: must be positive" in last_line(proc)
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, mu=np.zeros(7), sigma=np.eye(7))
+    proc = run_cli("eval_latent.py", "--config", "configs/test/fashion-mnist.yaml", "--ckpt", str(full_run), "--ref",
+                   str(ref), check=False)
+    assert proc.returncode != 0 and "statistics of 7-d features" in last_line(proc)
+
+
+def test_disk_full_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+    import shutil as shutil_module
+
+    from utils import atomic
+
+    target = tmp_path / "state.pt"
+    atomic.atomic_torch_save({"a": torch.ones(2)}, target)
+
+    def failing_save(obj, path):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed; basic_ios::clear")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda p: shutil_module._ntuple_diskusage(10, 10, 0))
+    with pytest.raises(atomic.DiskFullError, match=f"no space left on {tmp_path}"):
+        atomic.atomic_torch_save({"a": torch.zeros(2)}, target)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(target)["a"], torch.ones(2)) and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_corrupt_lmdb_record_is_named_in_one_line():
+    from dataio.latent_batches import record_error_line
+
+    wrapped = ValueError("Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                         "last):\n  File \"x.py\", line 1\nValueError: LMDB /d/in.lmdb key 000000042: corrupted record "
+                         "(12 bytes, expected 2056)\n")
+    assert record_error_line(wrapped) == "LMDB /d/in.lmdb key 000000042: corrupted record (12 bytes, expected 2056)"
+
+
+def test_extract_accepts_the_one_channel_npz_that_generate_writes(tmp_path):
+    from dataio.image_sources import open_source
+
+    npz = tmp_path / "g.npz"
+    np.savez(npz, arr_0=np.full((3, 8, 8, 1), 200, np.uint8), arr_1=np.array([0, 1, 2]))
+    source = open_source(f"npz:{npz}")
+    image, label = source.load(1)
+    assert image.mode == "RGB" and image.size == (8, 8) and label == 1
+    np.savez(npz, arr_0=np.zeros((3, 8, 8, 2), np.float32))
+    with pytest.raises(ValueError, match=r"arr_0 must be uint8 \(N, H, W\[, 1\|3\|4\]\); got float32"):
+        open_source(f"npz:{npz}")

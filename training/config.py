@@ -133,6 +133,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.mixed_precision: {t.mixed_precision!r} is not one of no | fp16 | bf16")
     if (t.ema_decay is None) == (t.ema_halflife_kimg is None):
         raise ConfigError("train: set exactly one of ema_decay and ema_halflife_kimg (the other to null)")
+    if t.total_kimg <= 0:
+        raise ConfigError(f"train.total_kimg: must be positive (got {t.total_kimg})")
     if t.batch_size <= 0 or (t.batch_gpu is not None and t.batch_gpu <= 0):
         raise ConfigError("train.batch_size and train.batch_gpu must be positive")
     if cfg.mask.schedule not in ("constant", "linear", "cosine"):
