@@ -123,7 +123,7 @@ def optimal_loss_reference(data_cfg, max_images: int, seed: int = 0) -> tuple[to
         images = PIXEL_SOURCES[data_cfg.source]("train", data_cfg.path).images  # (N, C, H, W)
         if data_cfg.xflip:
             images = torch.cat([images, images.flip(-1)])
-        where = cache_root() / "optimal_loss" / f"{data_cfg.source}-{Path(data_cfg.path or 'default').name}"
+        where = cache_root() / "optimal_loss" / f"{data_cfg.source}-{content_tag(images)}"
         return images, f"{data_cfg.source} train{' + flips' if data_cfg.xflip else ''}", where
     if data_cfg.source != "lmdb":
         raise DataMismatchError(f"data.source {data_cfg.source}: J* needs random access to the data (pixels or "
@@ -142,6 +142,15 @@ def optimal_loss_reference(data_cfg, max_images: int, seed: int = 0) -> tuple[to
     eps = torch.randn((len(moments), moments.shape[1] // 2, *moments.shape[2:]), generator=gen)
     latents = sample_latents(moments, store.meta["scaling_factor"], eps=eps)
     return latents, f"{len(picks)} of {len(store)} latents of {data_cfg.path}", Path(str(data_cfg.path) + ".optimal_loss")
+
+
+def content_tag(images: torch.Tensor) -> str:
+    """Short fingerprint of a tensor's content (shape, sums, a strided sample), naming derived cache files."""
+    import hashlib
+
+    probe = images.reshape(-1)[:: max(1, images.numel() // 65536)].contiguous()
+    digest = hashlib.sha1(str((tuple(images.shape), float(images.double().sum()))).encode() + probe.numpy().tobytes())
+    return digest.hexdigest()[:12]
 
 
 def check_matches_model(data: TrainingData, model_cfg) -> None:

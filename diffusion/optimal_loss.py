@@ -15,7 +15,6 @@ Closed-form check (tests): for Gaussian data N(0, s²I) the ideal denoiser is s�
 J*(σ) = s²σ²/(s² + σ²) per element.
 """
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -94,8 +93,3 @@ def load_or_estimate(cache_file: Path, data_loader, sigmas: torch.Tensor, num_qu
     atomic_write_text(cache_file, json.dumps({"settings": settings, "sigma": settings["sigma"],
                                               "optimal_loss": table.tolist()}, indent=1) + "\n")
     return table
-
-
-def settings_tag(*parts) -> str:
-    """Short stable hash naming a cache file after what it was computed from."""
-    return hashlib.sha1(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:12]
