@@ -25,6 +25,7 @@ from evaluation.evaluate import (build_feature_net, collect_features, generated_
                                  reference_pool_features, source_batches)
 from evaluation.metrics import compute_metrics, load_reference, save_reference
 from models.snapshot import load_for_sampling
+from utils.distributed import release_process_group
 from utils.layered_config import ConfigError
 
 
@@ -113,4 +114,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        release_process_group()

@@ -21,6 +21,7 @@ from accelerate import PartialState
 
 from dataio.extract import ExtractOptions, extract
 from dataio.shards import write_shards
+from utils.distributed import release_process_group
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -65,4 +66,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        release_process_group()

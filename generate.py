@@ -23,6 +23,7 @@ from dataio.image_io import grid_image, save_png_atomic, to_uint8
 from diffusion.generation import SamplingOptions, generate, labels_for_seeds
 from models.snapshot import load_for_sampling
 from utils.atomic import atomic_savez
+from utils.distributed import release_process_group
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -119,4 +120,7 @@ def write_collected(results, labels, seeds, kind: str, out: Path, cols: int | No
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        release_process_group()

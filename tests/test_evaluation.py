@@ -123,3 +123,9 @@ def test_fmnist_model_evaluation_end_to_end(full_run, tmp_path, tiny_fmnist, mon
     metrics = json.loads(proc.stdout.strip().splitlines()[-1])
     assert metrics["features"] == "fmnist_classifier" and metrics["num_samples"] == 20
     assert metrics["fd"] > 0 and 0 <= metrics["class_accuracy"] <= 1 and "| FD_fmnist |" in proc.stdout
+    # the same evaluation split over two processes (seeds per process, features gathered): the same metrics
+    proc2 = run_cli("eval_latent.py", *common, "--ckpt", str(full_run), "--num-samples", "20", "--ref",
+                    str(tmp_path / "ref.npz"), env_extra={"MASKDIT_CACHE": str(tmp_path / "cache")}, processes=2)
+    two = json.loads(proc2.stdout.strip().splitlines()[-1])
+    assert two["num_samples"] == 20 and two["fd"] == pytest.approx(metrics["fd"], rel=1e-4)
+    assert two["class_accuracy"] == metrics["class_accuracy"]

@@ -126,7 +126,7 @@ def load_checkpoint(ckpt_dir: Path) -> tuple[dict, dict, dict, dict]:
     return net_state, state, ema_state, meta
 
 
-def load_newest_healthy(run_dir: Path, warn) -> tuple[Path, tuple] | tuple[None, None]:
+def load_newest_healthy(run_dir: Path, warn=print) -> tuple[Path, tuple] | tuple[None, None]:
     """The newest checkpoint that verifies and loads; damaged newer ones are skipped with a warning. -> (dir,
     load_checkpoint(dir)), or (None, None) when there is none; CheckpointError if all of them are damaged."""
     dirs = checkpoint_dirs(run_dir)
@@ -134,7 +134,8 @@ def load_newest_healthy(run_dir: Path, warn) -> tuple[Path, tuple] | tuple[None,
         try:
             return ckpt_dir, load_checkpoint(ckpt_dir)
         except CheckpointError as err:
-            warn(f"warning: skipping checkpoint {ckpt_dir.name}: {err}")
+            if warn is not None:
+                warn(f"warning: skipping checkpoint {ckpt_dir.name}: {err}", flush=True)
     if dirs:
         raise CheckpointError(f"{run_dir}: none of the {len(dirs)} checkpoints can be used (see the warnings above)")
     return None, None

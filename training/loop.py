@@ -31,6 +31,7 @@ from training.config import Config, ConfigError, to_dict, to_yaml
 from training.ema import EMA, ema_beta
 from training.run_log import RunLog
 from utils.atomic import atomic_write_text
+from utils.distributed import release_process_group
 
 
 class NonFiniteError(RuntimeError):
@@ -266,8 +267,8 @@ def all_finite(net: torch.nn.Module) -> bool:
 
 
 def check_weights_finite(trainer: "Trainer", progress: Progress, what: str) -> None:
-    """Never write a checkpoint or snapshot whose weights or EMA are not finite (raises NonFiniteError)."""
-    trainer.check_finite(progress)
+    """Never write a checkpoint or snapshot whose weights or EMA are not finite (raises NonFiniteError).
+    Local, no collective: snapshot times follow each rank's own training clock."""
     net = trainer.accelerator.unwrap_model(trainer.net)
     if not (all_finite(net) and all_finite(trainer.ema.net)):
         raise NonFiniteError(f"step {progress.step}: the model or EMA weights are not finite; the {what} was not "
@@ -276,6 +277,7 @@ def check_weights_finite(trainer: "Trainer", progress: Progress, what: str) -> N
 
 def save_checkpoint(run_dir: Path, cfg: Config, trainer: "Trainer", progress: Progress) -> Path | None:
     """Collective (RNG states and parameter checksums are gathered from every rank); rank 0 writes."""
+    trainer.check_finite(progress)  # collective: every rank's losses
     check_weights_finite(trainer, progress, "checkpoint")
     rng = gather_object([ckpt.capture_rng()])
     acc = trainer.accelerator
@@ -310,7 +312,7 @@ def train(cfg: Config, init_from: str | None = None, stop_after_kimg: float | No
     if init_from is not None and not Path(init_from).exists():
         raise FileNotFoundError(f"--init-from {init_from}: no such checkpoint or snapshot")
     lock = take_run_lock(run_dir, accelerator)  # noqa: F841 - held (open) for the whole run
-    resume_dir, loaded = ckpt.load_newest_healthy(run_dir, warn=lambda line: print(line, flush=True))
+    resume_dir, loaded = ckpt.load_newest_healthy(run_dir, warn=print if accelerator.is_main_process else None)
     run_state = loaded[1] if loaded is not None else None
     data = build_training_data(cfg.data, cfg.train.seed, rank, world, batch_gpu, accelerator.device,
                                run_state["data"] if run_state is not None else None)
@@ -401,12 +403,10 @@ def check_outputs_can_be_made(cfg: Config, data: TrainingData, accelerator) -> N
 
 
 def shut_down(accelerator: Accelerator) -> None:
-    """Close the trackers (tensorboard's writer thread) and the process group before the interpreter exits:
-    a rank that exits with the group alive can abort in the C++ destructors ("terminate called without an
-    active exception", SIGABRT), which made torchrun report a failed run after a complete one."""
+    """Close the trackers (tensorboard's writer thread) and the process group before the interpreter exits."""
     accelerator.end_training()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()  # local: no barrier, so a failing rank cannot hang here
+    release_process_group()
+
 
 def out_of_time(accelerator, start: float, limit_min: float | None) -> bool:
     """All ranks agree (max over processes), so they stop after the same step."""
@@ -465,20 +465,20 @@ class PeriodicOutputs:
         self.sigma_bins = None  # the latest per-σ-bin telemetry, plotted with each sample grid
 
     def write(self, progress: Progress, prev_nimg: int, prev_seconds: float, done: bool) -> None:
-        """The checkpoint first: an optional output that fails (a grid, a snapshot) never costs progress."""
+        """Snapshot, checkpoint, then the grid: a kill between two writes never loses a snapshot (the resumed run
+        redoes the step), and a grid that fails (its VAE) never costs progress."""
         t, trainer, acc = self.cfg.train, self.trainer, self.trainer.accelerator
+        by_images = crossed(prev_nimg, progress.cur_nimg, t.snapshot_kimg)
+        by_minutes = crossed_minutes(prev_seconds, progress.train_seconds, t.snapshot_minutes)
+        if acc.is_main_process and (by_images or by_minutes):
+            check_weights_finite(trainer, progress, "snapshot")
+            ckpt.write_snapshot(self.run_dir, progress.cur_nimg / 1000, trainer.ema.state_dict(),
+                                snapshot_meta(self.cfg, trainer.data.snapshot_meta, progress),
+                                t.keep_snapshots)
         if crossed(prev_nimg, progress.cur_nimg, t.checkpoint_kimg) or done:
             path = save_checkpoint(self.run_dir, self.cfg, trainer, progress)
             if path is not None:
                 self.log.print(f"checkpoint {path}")
-        by_images = crossed(prev_nimg, progress.cur_nimg, t.snapshot_kimg)
-        by_minutes = crossed_minutes(prev_seconds, progress.train_seconds, t.snapshot_minutes)
-        if by_images or by_minutes:
-            check_weights_finite(trainer, progress, "snapshot")  # collective: every rank takes part
-        if acc.is_main_process and (by_images or by_minutes):
-            ckpt.write_snapshot(self.run_dir, progress.cur_nimg / 1000, trainer.ema.state_dict(),
-                                snapshot_meta(self.cfg, trainer.data.snapshot_meta, progress),
-                                t.keep_snapshots)
         if acc.is_main_process and t.sample_kimg > 0 and (crossed(prev_nimg, progress.cur_nimg, t.sample_kimg) or done):
             self.write_grid(progress)
 
