@@ -241,11 +241,11 @@ def throughput_command(args) -> None:
     for r in range(args.rounds):
         order = list(args.rows)
         random.Random(1000 + r).shuffle(order)
-        rounds.append({name: measure_img_per_s(name, proto, args.steps, args.threads, work, args.overrides)
-                       for name in order})
+        rounds.append({name: measure_img_per_s(name, proto, args.steps, args.throughput_threads, work,
+                                               args.overrides) for name in order})
         print(json.dumps({"round": r, **rounds[-1]}), flush=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    record = {"machine": machine(), "threads": args.threads, "steps": args.steps, "rounds": rounds,
+    record = {"machine": machine(), "threads": args.throughput_threads, "steps": args.steps, "rounds": rounds,
               "when": stamp}
     (out / f"{stamp}.json").write_text(json.dumps(record, indent=1) + "\n")
 
@@ -518,6 +518,8 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--rounds", type=int, default=3, help="throughput: interleaved rounds")
     p.add_argument("--steps", type=int, default=24, help="throughput: timed optimizer steps per row and round")
+    p.add_argument("--throughput-threads", type=int, default=os.cpu_count(),
+                   help="throughput: CPU threads per run (default: all cores, as a user trains)")
     p.add_argument("--reference", default="fashion_mnist:test", help="eval_latent.py source of the reference set")
     p.add_argument("--results", default="docs/benchmarks/ttq", help="committed results root")
     p.add_argument("--work", default="results/ttq-work", help="checkpoints and snapshots (not committed)")

@@ -84,7 +84,7 @@ def test_benchmark_run_throughput_report_tiny(tmp_path, tiny_fmnist):
               f"data.path={tiny_fmnist}", *TINY_MODEL]
     run_cli("benchmarks/time_to_quality.py", "run", "--seeds", "0", "1", "--reference",
             f"fashion_mnist:train:{tiny_fmnist}", *common, env_extra=env)
-    run_cli("benchmarks/time_to_quality.py", "throughput", "--rounds", "1", "--steps", "2", "--threads", "1",
+    run_cli("benchmarks/time_to_quality.py", "throughput", "--rounds", "1", "--steps", "2", "--throughput-threads", "1",
             *common, env_extra=env)
     run_cli("benchmarks/time_to_quality.py", "report", "--readme", str(readme), *common, env_extra=env)
 
