@@ -447,8 +447,9 @@ def plot(summary: dict, path: Path) -> None:
         kimg, fds = np.array(r["curve_kimg"]), np.log(np.array(r["curve_fd"]))  # (K,), (S, K)
         mean = fds.mean(0)
         half = 1.96 * fds.std(0, ddof=1) / np.sqrt(len(fds)) if len(fds) > 1 else np.zeros_like(mean)
-        xs_sets = [kimg] + ([kimg * 1000 / r["img_per_s"] / 60] if r["img_per_s"] else [])
-        for ax, xs in zip(axes[:2] if r["img_per_s"] else axes[1:2], xs_sets):
+        # (axis, x values): wall-clock on the left (only with a measured img/s), images in the middle
+        panels = ([(axes[0], kimg * 1000 / r["img_per_s"] / 60)] if r["img_per_s"] else []) + [(axes[1], kimg)]
+        for ax, xs in panels:
             ax.plot(xs, np.exp(mean), marker="o", ms=3, label=f"{r['label']} (n={len(fds)})")
             ax.fill_between(xs, np.exp(mean - half), np.exp(mean + half), alpha=0.15)
     axes[0].set_xlabel("training wall-clock (min, from measured img/s)")
