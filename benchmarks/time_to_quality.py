@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from paired_stats import paired_comparison, seeds_needed  # noqa: E402
+from paired_stats import bootstrap_ci, paired_comparison, seeds_needed  # noqa: E402
 
 README_BEGIN, README_END = "<!-- ttq-table:begin -->", "<!-- ttq-table:end -->"
 
@@ -361,14 +361,13 @@ def fmt_ci(c: dict | None, digits: int = 3) -> str:
     return f"{c['mean']:+.{digits}f}{ci}, p {p}, P(better) {c['p_improvement']:.2f}"
 
 
-def mean_ci(values: list[float]) -> str:
+def mean_ci(values: list[float], digits: int = 3) -> str:
+    """Mean over seeds with its bootstrap 95 % interval."""
     v = np.asarray(values, dtype=np.float64)
     if len(v) < 2:
-        return f"{v.mean():.3f}"
-    from paired_stats import bootstrap_ci
-
+        return f"{v.mean():.{digits}f}"
     lo, hi = bootstrap_ci(v)
-    return f"{v.mean():.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{v.mean():.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def build_summary(root: Path) -> dict:
@@ -420,7 +419,7 @@ def markdown(summary: dict, proto_tag: str) -> str:
         lines.append("| " + " | ".join([
             r["label"], ",".join(map(str, r["seeds"])), speed,
             mean_ci(r["ln_fd_area_minutes"]) if r["ln_fd_area_minutes"] else "—", mean_ci(r["ln_fd_area_kimg"]),
-            mean_ci(r["final_fd"]).replace(".000", ""), mean_ci(r["final_class_accuracy"]), reach_txt]) + " |")
+            mean_ci(r["final_fd"], 1), mean_ci(r["final_class_accuracy"]), reach_txt]) + " |")
     lines += ["", "Paired differences (row − other, per seed; negative = row better): mean [95 % bootstrap], "
               "Wilcoxon p, probability of improvement.", "",
               "| comparison | seeds | Δ ln-FD area, wall-clock | Δ ln-FD area, images | Δ final FD | seeds for 5 % / 10 % |",
