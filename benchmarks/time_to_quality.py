@@ -74,6 +74,7 @@ ROWS = {
     "dit_min_snr": Row("DiT + Min-SNR-5 (uniform t)", [*DIT, "diffusion.strategy.name=min_snr",
                                                        "diffusion.strategy.params.sampling=ddpm_uniform"]),
     "dit_tread": Row("DiT + TREAD routing 50%", [*DIT, *TREAD]),
+    "maskdit_tread": Row("MaskDiT 50% + TREAD routing 50% of the visible tokens", TREAD),
     "maskdit_speed": Row("MaskDiT + SpeeD", ["diffusion.strategy.name=speed"]),
     "maskdit_min_snr": Row("MaskDiT + Min-SNR-5", ["diffusion.strategy.name=min_snr"]),
     "maskdit_importance": Row("MaskDiT + importance (adaptive)", ["diffusion.strategy.name=importance"]),
@@ -91,7 +92,8 @@ ROWS = {
 REFERENCE_ROW, TARGET_ROW = "maskdit_edm", "dit_edm"
 ADAPTIVE_ROWS = ("maskdit_importance", "maskdit_lp", "maskdit_excess", "maskdit_excess_sampling")
 FIXED_MASKDIT_ROWS = ("maskdit_edm", "maskdit_speed", "maskdit_min_snr", "maskdit_edm2_pixel")
-SEED_CLAIMS = (("dit_speed", "dit_ddpm"), ("dit_min_snr", "dit_ddpm"), ("dit_tread", "dit_edm"))
+SEED_CLAIMS = (("dit_speed", "dit_ddpm"), ("dit_min_snr", "dit_ddpm"), ("dit_tread", "dit_edm"),
+               ("maskdit_tread", "maskdit_edm"))
 
 
 @dataclass
