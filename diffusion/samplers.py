@@ -8,6 +8,8 @@ from typing import Callable
 
 import torch
 
+from diffusion.ddpm_schedule import linear_beta_alphas_cumprod
+
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -68,9 +70,9 @@ def edm_sample(denoise: Denoiser, noise: torch.Tensor, num_steps: int = 40, sigm
 # VP ↔ EDM: x_vp = √ᾱ_t · x_edm, σ_t = √((1 − ᾱ_t)/ᾱ_t) (REFERENCE.md §2).
 
 
-def vp_alphas_cumprod(num_train_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
-    betas = torch.linspace(beta_start, beta_end, num_train_steps, dtype=torch.float64)
-    return torch.cumprod(1 - betas, dim=0)  # (T,) ᾱ_t
+def vp_alphas_cumprod(num_train_steps: int = 1000) -> torch.Tensor:
+    """(T,) float64 ᾱ_t of DDPM's linear-β schedule (diffusion/ddpm_schedule.py)."""
+    return torch.from_numpy(linear_beta_alphas_cumprod(num_train_steps))
 
 
 def respaced_timesteps(num_steps: int, num_train_steps: int = 1000) -> torch.Tensor:

@@ -7,7 +7,7 @@ a plain ε-prediction network, for the classic DDPM baseline.
 import torch
 from torch import nn
 
-from diffusion.strategies.ddpm import DDPMSchedule
+from diffusion.ddpm_schedule import DDPMSchedule, fractional_timestep
 from models.masking import TokenMask
 
 
@@ -49,12 +49,13 @@ class VPPrecond(EDMPrecond):
 
     def __init__(self, backbone: nn.Module, num_train_steps: int = 1000):
         super().__init__(backbone, sigma_data=1.0)
-        self.schedule = DDPMSchedule(num_train_steps)
+        # σ_t table as a buffer: it moves with the module, so no step copies it from the host
+        self.register_buffer("ddpm_sigmas", DDPMSchedule(num_train_steps).sigma_table, persistent=False)  # (T,)
 
     def scalings(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         # EDM Table 1, VP column: c_skip = 1, c_out = −σ, c_in = 1/√(σ²+1), c_noise = t(σ) (discrete: the DDPM step).
         c_skip = torch.ones_like(sigma)
         c_out = -sigma
         c_in = 1 / (sigma**2 + 1).sqrt()
-        c_noise = self.schedule.fractional_timestep(sigma)
+        c_noise = fractional_timestep(sigma, self.ddpm_sigmas)
         return c_skip, c_out, c_in, c_noise

@@ -8,7 +8,7 @@ import torch
 
 from diffusion.strategies import STRATEGIES, build_strategy
 from diffusion.strategies.base import edm_weight
-from diffusion.strategies.ddpm import DDPMSchedule
+from diffusion.ddpm_schedule import DDPMSchedule
 from diffusion.strategies.speed import meaningful_steps
 
 

@@ -6,7 +6,7 @@ import torch
 from diffusion.loss import MaskDiTLoss
 from diffusion.step_draws import Draws
 from diffusion.strategies import build_strategy
-from diffusion.strategies.ddpm import DDPMSchedule
+from diffusion.ddpm_schedule import DDPMSchedule
 from models.build import build_network
 from training.config import ConfigError, load_config
 

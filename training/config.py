@@ -83,7 +83,8 @@ class TrainConfig:
     batch_gpu: int | None = None  # per-process micro-batch; None = batch_size / num_processes
     mixed_precision: str = "bf16"  # no | fp16 | bf16
     tf32: bool = True
-    compile: bool = False
+    compile: bool = False  # torch.compile the whole training forward (training/objective.py)
+    ddp_bucket_mb: int = 25  # DDP gradient bucket size: PyTorch's default, near-optimal in Li et al. 2020 (VLDB) §5
     ema_decay: float | None = 0.9999  # per optimizer step; or set ema_halflife_kimg instead
     ema_halflife_kimg: float | None = None
     ema_rampup_ratio: float | None = None  # EDM: half-life ≤ ratio × images seen

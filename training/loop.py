@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
+from accelerate.utils import DistributedDataParallelKwargs, gather_object
 from tqdm import tqdm
 
 from dataio.autoencoder import Decoder
@@ -29,6 +29,7 @@ from models.snapshot import read_snapshot
 from training import checkpoint as ckpt
 from training.config import Config, ConfigError, to_dict, to_yaml
 from training.ema import EMA, ema_beta
+from training.objective import TrainingObjective
 from training.run_log import RunLog
 from utils.atomic import atomic_write_text
 from utils.distributed import release_process_group
@@ -75,8 +76,10 @@ def crossed_minutes(prev_seconds: float, cur_seconds: float, every_minutes: floa
 
 def make_accelerator(cfg: Config, run_dir: Path) -> Accelerator:
     # cpu=True without CUDA: a torchrun launch on a CPU machine then runs distributed over gloo.
+    # gradient_as_bucket_view: gradients live in DDP's buckets, saving one gradient-sized copy per step
+    ddp = DistributedDataParallelKwargs(gradient_as_bucket_view=True, bucket_cap_mb=cfg.train.ddp_bucket_mb)
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, log_with="tensorboard",
-                              project_dir=str(run_dir), cpu=not torch.cuda.is_available())
+                              project_dir=str(run_dir), cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
     if accelerator.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = cfg.train.tf32
         torch.backends.cudnn.allow_tf32 = cfg.train.tf32
@@ -154,14 +157,21 @@ def attach_optimal_loss(strategy, data_cfg, log: RunLog, max_latents: int = 8192
 
 
 class Trainer:
-    def __init__(self, cfg: Config, accelerator: Accelerator, net, train_net, ema: EMA, optimizer, strategy,
-                 loss_fn: MaskDiTLoss, data: TrainingData, batch_gpu: int, accum_rounds: int):
+    """One optimizer step. `objective` is the prepared (DDP-wrapped when distributed) TrainingObjective and
+    `train_objective` what the step calls (the same, compiled when train.compile); `net` is the bare network
+    (EMA, checkpoints)."""
+
+    def __init__(self, cfg: Config, accelerator: Accelerator, objective, train_objective, ema: EMA, optimizer,
+                 data: TrainingData, batch_gpu: int, accum_rounds: int):
         self.cfg, self.accelerator = cfg, accelerator
-        self.net, self.train_net, self.ema, self.optimizer = net, train_net, ema, optimizer
-        self.strategy, self.loss_fn, self.data = strategy, loss_fn, data
+        self.objective, self.train_objective, self.ema, self.optimizer = objective, train_objective, ema, optimizer
+        bare = accelerator.unwrap_model(objective)
+        self.net, self.strategy, self.loss_fn = bare.net, bare.strategy, bare.loss
+        self.data = data
         self.batch_gpu, self.accum_rounds = batch_gpu, accum_rounds
         self.batches = data.batches
         self.sums = torch.zeros(4, device=accelerator.device)  # loss, denoise, mae, count since last log
+        self.strategy_sums = None  # the strategy's loss_statistics since its last update (learning strategies)
         self.last_finite = (0, 0)  # (step, cur_nimg) at which the loss sums were last seen finite
         self.telemetry = SigmaTelemetry(accelerator.device)
 
@@ -178,7 +188,6 @@ class Trainer:
                          latent=self.data.snapshot_meta["space"] == "latent", route=m.route.ratio > 0)
 
     def step(self, progress: Progress, mask_ratio: float) -> None:
-        seen_sigma, seen_loss = [], []
         acc = self.accelerator
         step_draws = self.draws(progress.step)
         for round_idx in range(self.accum_rounds):
@@ -187,21 +196,14 @@ class Trainer:
             images, labels = self.batches.next(draws.latent_noise, draws.copy_choice)
             labels = labels if self.cfg.model.num_classes else None
             sync = round_idx == self.accum_rounds - 1
-            with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.train_net):
-                terms = self.loss_fn(self.train_net, images, labels, self.strategy, mask_ratio, draws)
+            with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.objective):
+                terms = self.train_objective(images, labels, draws, mask_ratio)
                 self.accelerator.backward(terms.total.mean() / self.accum_rounds)
-            with torch.no_grad():
-                # a non-finite loss anywhere turns these sums non-finite: checked at log and checkpoint time,
-                # not per step, so the step needs no host sync
-                self.sums += torch.stack([terms.total.sum(), terms.denoise.sum(), terms.mae.sum(),
-                                          torch.tensor(float(len(images)), device=self.sums.device)])
-            seen_sigma.append(terms.sigma.detach())
-            seen_loss.append(terms.raw_denoise)
-            self.telemetry.observe(terms.sigma.detach(), terms.raw_denoise)
+            self.observe(terms)
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(progress.cur_nimg)
         if self.cfg.optim.grad_clip > 0:
-            self.accelerator.clip_grad_norm_(self.train_net.parameters(), self.cfg.optim.grad_clip)
+            self.accelerator.clip_grad_norm_(self.objective.parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         progress.cur_nimg += self.cfg.train.batch_size
@@ -209,11 +211,23 @@ class Trainer:
         t = self.cfg.train
         self.ema.update(self.net, ema_beta(t.batch_size, progress.cur_nimg, t.ema_decay, t.ema_halflife_kimg,
                                            t.ema_rampup_ratio))
-        if self.strategy.learns_from_losses:
-            # Every rank sees the same global statistics, so strategy states stay identical.
-            sigma = self.accelerator.gather(torch.cat(seen_sigma))
-            loss = self.accelerator.gather(torch.cat(seen_loss))
-            self.strategy.update(sigma, loss)
+        if self.strategy_sums is not None:
+            # One all-reduce of per-bin sums per step (no host sync, ~1 KB): every rank applies the same global
+            # statistics, so strategy states stay identical, and no sample-sized gather is needed.
+            self.strategy.update_from_sums(acc.reduce(self.strategy_sums, reduction="sum"))
+            self.strategy_sums = None
+
+    @torch.no_grad()
+    def observe(self, terms) -> None:
+        """Accumulate a micro-batch's loss sums, σ telemetry and strategy statistics on the device: no host sync.
+        A non-finite loss anywhere turns the loss sums non-finite; that is checked at log and checkpoint time."""
+        count = torch.ones_like(terms.total).sum()  # (,) on the device, without a host-to-device copy
+        self.sums += torch.stack([terms.total.sum(), terms.denoise.sum(), terms.mae.sum(), count])
+        sigma = terms.sigma.detach()
+        self.telemetry.observe(sigma, terms.raw_denoise)
+        stats = self.strategy.loss_statistics(sigma, terms.raw_denoise)
+        if stats is not None:
+            self.strategy_sums = stats if self.strategy_sums is None else self.strategy_sums + stats
 
     def check_finite(self, progress: Progress) -> None:
         """Collective: stop (NonFiniteError, one line) when any process saw a non-finite loss since the last
@@ -269,7 +283,7 @@ def all_finite(net: torch.nn.Module) -> bool:
 def check_weights_finite(trainer: "Trainer", progress: Progress, what: str) -> None:
     """Never write a checkpoint or snapshot whose weights or EMA are not finite (raises NonFiniteError).
     Local, no collective: snapshot times follow each rank's own training clock."""
-    net = trainer.accelerator.unwrap_model(trainer.net)
+    net = trainer.net
     if not (all_finite(net) and all_finite(trainer.ema.net)):
         raise NonFiniteError(f"step {progress.step}: the model or EMA weights are not finite; the {what} was not "
                              "written (the newest checkpoint on disk is the last healthy one)")
@@ -281,7 +295,7 @@ def save_checkpoint(run_dir: Path, cfg: Config, trainer: "Trainer", progress: Pr
     check_weights_finite(trainer, progress, "checkpoint")
     rng = gather_object([ckpt.capture_rng()])
     acc = trainer.accelerator
-    checksums = gather_object([parameter_checksum(acc.unwrap_model(trainer.net))])
+    checksums = gather_object([parameter_checksum(trainer.net)])
     if not acc.is_main_process:
         return None
     if len(set(checksums)) > 1:
@@ -292,7 +306,7 @@ def save_checkpoint(run_dir: Path, cfg: Config, trainer: "Trainer", progress: Pr
              "cur_nimg": progress.cur_nimg, "step": progress.step, "train_seconds": progress.train_seconds,
              "config": to_dict(cfg),
              "param_checksums": checksums}
-    return ckpt.write_checkpoint(run_dir, progress.step, acc.unwrap_model(trainer.net).state_dict(), state,
+    return ckpt.write_checkpoint(run_dir, progress.step, trainer.net.state_dict(), state,
                                  trainer.ema.state_dict(), snapshot_meta(cfg, trainer.data.snapshot_meta, progress),
                                  cfg.train.keep_checkpoints)
 
@@ -341,18 +355,11 @@ def train(cfg: Config, init_from: str | None = None, stop_after_kimg: float | No
     elif init_from is not None:
         log.print("initialised with " + init_weights_from(init_from, net, ema))
 
-    net, optimizer = accelerator.prepare(net, optimizer)
-    train_net = torch.compile(net) if cfg.train.compile else net
+    trainer = assemble_trainer(cfg, accelerator, net, ema, optimizer, strategy, data, batch_gpu, accum_rounds)
     accelerator.init_trackers("tensorboard")
-    log.print(f"{data.description}; {count_parameters(accelerator.unwrap_model(net)) / 1e6:.2f} M parameters; "
+    log.print(f"{data.description}; {count_parameters(net) / 1e6:.2f} M parameters; "
               f"{world} process(es) x batch_gpu {batch_gpu} x {accum_rounds} rounds = "
               f"batch {cfg.train.batch_size}; strategy {strategy.name}; run dir {run_dir}")
-
-    spec = accelerator.unwrap_model(net).backbone.spec
-    loss_fn = MaskDiTLoss(spec.patch_size, (spec.resolution // spec.patch_size) ** 2, cfg.mask.mae_weight,
-                          spec.num_classes if spec.num_classes else None)
-    trainer = Trainer(cfg, accelerator, net, train_net, ema, optimizer, strategy, loss_fn, data, batch_gpu,
-                      accum_rounds)
     if run_state is not None:
         restore_rng_of(run_state, accelerator, log)
     try:
@@ -360,6 +367,21 @@ def train(cfg: Config, init_from: str | None = None, stop_after_kimg: float | No
     finally:
         shut_down(accelerator)
     return run_dir
+
+
+def assemble_trainer(cfg: Config, accelerator: Accelerator, net, ema: EMA, optimizer, strategy, data: TrainingData,
+                     batch_gpu: int, accum_rounds: int) -> Trainer:
+    """Wrap the built (and possibly restored) parts into the objective, prepare it (DDP, autocast), compile it
+    when asked, and return the Trainer. benchmarks/throughput.py times exactly this Trainer's step."""
+    spec = net.backbone.spec
+    loss_fn = MaskDiTLoss(spec.patch_size, (spec.resolution // spec.patch_size) ** 2, cfg.mask.mae_weight,
+                          spec.num_classes if spec.num_classes else None)
+    objective = TrainingObjective(net, loss_fn, strategy.to(accelerator.device))
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+    # One process: the whole forward compiles as one graph. Several: compiling the DDP module lets Dynamo split
+    # the graph at DDP's gradient buckets (DDPOptimizer), so communication overlaps the backward pass.
+    train_objective = torch.compile(objective) if cfg.train.compile else objective
+    return Trainer(cfg, accelerator, objective, train_objective, ema, optimizer, data, batch_gpu, accum_rounds)
 
 
 def take_run_lock(run_dir: Path, accelerator):
@@ -408,11 +430,20 @@ def shut_down(accelerator: Accelerator) -> None:
     release_process_group()
 
 
-def out_of_time(accelerator, start: float, limit_min: float | None) -> bool:
-    """All ranks agree (max over processes), so they stop after the same step."""
+TIME_CHECK_STEPS = 16  # several processes agree on --stop-after-min every this many steps (a collective + host sync)
+
+
+def out_of_time(accelerator, start: float, limit_min: float | None, step: int) -> bool:
+    """One process reads the host clock every step (no sync). Several agree (max over processes) every
+    TIME_CHECK_STEPS steps, so they stop after the same step and the steps in between need no host sync."""
     if limit_min is None:
         return False
-    over = torch.tensor(float(time.time() - start > limit_min * 60), device=accelerator.device)
+    over = time.time() - start > limit_min * 60
+    if accelerator.num_processes == 1:
+        return over
+    if step % TIME_CHECK_STEPS:
+        return False
+    over = torch.tensor(float(over), device=accelerator.device)
     return bool(accelerator.reduce(over, reduction="sum").item() > 0)
 
 
@@ -432,7 +463,7 @@ def run_steps(cfg: Config, run_dir: Path, trainer: Trainer, progress: Progress, 
         mask_ratio = mask_ratio_at(prev / total_nimg, cfg.mask.schedule, cfg.mask.ratio, cfg.mask.ratio_end)
         trainer.step(progress, mask_ratio)
         bar.update(progress.cur_nimg - prev)
-        done = progress.cur_nimg >= stop_nimg or out_of_time(acc, start, stop_after_min)
+        done = progress.cur_nimg >= stop_nimg or out_of_time(acc, start, stop_after_min, progress.step)
         if crossed(prev, progress.cur_nimg, t.log_kimg) or done:
             elapsed = time.time() - tick_time
             stats = {"kimg": progress.cur_nimg / 1000, "step": progress.step, **trainer.take_means(progress),

@@ -58,26 +58,38 @@ class LogSigmaBins:
         return (self.p_mean + self.p_std * torch.special.ndtri(u)).exp().float()
 
 
+def per_bin_sums(bins: torch.Tensor, values: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """bins (M,) int, values (K, M) -> (1 + K, B) float64: row 0 the sample count of each bin, row 1 + k the sum
+    of values[k] over the bin's samples. Sums add across batches and processes (one all-reduce)."""
+    rows = torch.cat([torch.ones_like(values[:1]), values]).double()  # (1 + K, M)
+    return torch.zeros(len(rows), num_bins, dtype=torch.float64, device=rows.device).index_add_(1, bins, rows)
+
+
+def bin_means(sums: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """per_bin_sums (1 + K, B) -> (count (B,), means (K, B)); the mean of a bin without samples is 0."""
+    count = sums[0]
+    return count, sums[1:] / count.clamp_min(1)
+
+
 class BinStatistics:
-    """Per-bin exponential moving averages of a statistic, updated only where the batch has samples."""
+    """Per-bin exponential moving averages of a statistic, updated only where the update has samples. Its
+    tensors live on the training device (NoiseLevelStrategy.to) and are updated in place."""
 
     def __init__(self, num_bins: int, beta: float):
         self.beta = beta  # EMA decay per update
         self.value = torch.zeros(num_bins, dtype=torch.float64)
         self.count = torch.zeros(num_bins, dtype=torch.float64)
 
-    def update(self, bins: torch.Tensor, values: torch.Tensor) -> None:
-        n = torch.zeros_like(self.count).index_add_(0, bins.cpu(), torch.ones_like(values, dtype=torch.float64).cpu())
-        s = torch.zeros_like(self.value).index_add_(0, bins.cpu(), values.double().cpu())
-        seen = n > 0
-        batch_mean = s / n.clamp_min(1)
+    def update(self, count: torch.Tensor, mean: torch.Tensor) -> None:
+        """count (B,) samples per bin in this update, mean (B,) their mean (ignored where count is 0)."""
+        seen = count > 0
         first = seen & (self.count == 0)
         rate = torch.where(first, 1.0, torch.where(seen, 1 - self.beta, 0.0))
-        self.value += rate * (batch_mean - self.value)
-        self.count += n
+        self.value += rate * (mean - self.value)
+        self.count += count
 
     def state_dict(self) -> dict:
-        return {"value": self.value.clone(), "count": self.count.clone()}
+        return {"value": self.value.to("cpu", copy=True), "count": self.count.to("cpu", copy=True)}
 
     def load_state_dict(self, state: dict) -> None:
         self.value.copy_(state["value"])
@@ -122,15 +134,23 @@ class BinnedAdaptive(NoiseLevelStrategy):
     def ready(self) -> torch.Tensor:
         return next(iter(self.stats.values())).count >= self.min_count
 
-    def update(self, sigma: torch.Tensor, raw_loss: torch.Tensor) -> None:
-        bins = self.bins.index(sigma)
-        weighted = edm_weight(sigma.double(), self.sigma_data) * raw_loss.double()
-        for name, stat in self.stats.items():
-            stat.update(bins, self.statistic(name, sigma, weighted))
+    def loss_statistics(self, sigma: torch.Tensor, raw_loss: torch.Tensor) -> torch.Tensor:
+        """-> per_bin_sums (1 + K, B) of the K per-sample statistics (`sample_statistics`)."""
+        weighted = edm_weight(sigma.double(), self.sigma_data) * raw_loss.double()  # (M,) λℓ
+        return per_bin_sums(self.bins.index(sigma), self.sample_statistics(sigma, weighted), self.bins.num_bins)
+
+    def sample_statistics(self, sigma: torch.Tensor, weighted: torch.Tensor) -> torch.Tensor:
+        """(K, M): row k the per-sample value that the k-th bin statistic averages (`self.stats` order)."""
+        return torch.stack([self.statistic(name, sigma, weighted) for name in self.stats])
 
     def statistic(self, name: str, sigma: torch.Tensor, weighted: torch.Tensor) -> torch.Tensor:
         """The per-sample value that the bin statistic `name` averages; the weighted loss λℓ by default."""
         return weighted
+
+    def update_from_sums(self, sums: torch.Tensor) -> None:
+        count, means = bin_means(sums)
+        for mean, stat in zip(means, self.stats.values()):
+            stat.update(count, mean)
 
     def state_dict(self) -> dict:
         return {name: stat.state_dict() for name, stat in self.stats.items()}
@@ -157,11 +177,10 @@ class AdaptiveWeighting(BinnedAdaptive):
     def log_uncertainty(self) -> torch.Tensor:
         """u_b = ln E[λℓ | b] where known; bins without enough samples take the p-weighted mean of the rest."""
         mean, ready = self.stats["mean"].value, self.ready()
-        if not ready.any():
-            return torch.zeros_like(mean)
         u = mean.clamp_min(1e-12).log()
-        fallback = (u * self.bins.base_mass * ready).sum() / (self.bins.base_mass * ready).sum()
-        return torch.where(ready, u, fallback)
+        known_mass = self.bins.base_mass * ready  # (B,) zero where not ready
+        fallback = (u * known_mass).sum() / known_mass.sum().clamp_min(1e-300)  # 0 while no bin is ready
+        return torch.where(ready, u, fallback)  # branch-free, so it runs inside the compiled step
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         # EDM2 Eq. 21 at its optimum: λ(σ)/e^{u(σ)}, scaled by e^{E_p[u]} to stay at the EDM loss scale.
@@ -187,15 +206,13 @@ class ImportanceSampling(BinnedAdaptive):
 
     def bin_probs(self) -> torch.Tensor:
         p, ready = self.bins.base_mass, self.ready()
-        if not ready.any():
-            return p
         # Variance-optimal proposal for an importance-weighted estimate: q ∝ p·√E[(λℓ)²]. Bins not yet
         # measured (the far tails) borrow the largest measured value, so they are explored, not starved.
-        rms = self.stats["second_moment"].value.clamp_min(0).sqrt()
-        rms = torch.where(ready, rms, rms[ready].max())
-        q = p * rms
-        q = q / q.sum()
-        return (1 - self.floor) * q + self.floor * p
+        rms = self.stats["second_moment"].value.clamp_min(0).sqrt()  # (B,) ≥ 0
+        rms = torch.where(ready, rms, torch.where(ready, rms, 0).max())
+        q = p * rms / (p * rms).sum().clamp_min(1e-300)
+        # torch.where instead of Python branches: no host sync, one graph under torch.compile
+        return torch.where(ready.any(), (1 - self.floor) * q + self.floor * p, p)
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         return edm_weight(sigma, self.sigma_data)  # p/q comes from objective_ratio, for every term
@@ -214,18 +231,17 @@ class LearningProgress(BinnedAdaptive):
         self.stats = {"fast": BinStatistics(num_bins, beta_fast), "slow": BinStatistics(num_bins, beta_slow),
                       "noise": BinStatistics(num_bins, beta_slow), "last": BinStatistics(num_bins, 0.0)}
 
-    def update(self, sigma: torch.Tensor, raw_loss: torch.Tensor) -> None:
-        bins = self.bins.index(sigma)
-        weighted = edm_weight(sigma.double(), self.sigma_data) * raw_loss.double()
-        n = torch.zeros(self.bins.num_bins, dtype=torch.float64).index_add_(0, bins.cpu(), torch.ones_like(weighted).cpu())
-        s = torch.zeros(self.bins.num_bins, dtype=torch.float64).index_add_(0, bins.cpu(), weighted.cpu())
-        batch_mean = s / n.clamp_min(1)  # (B,) this update's bin means (bins with no sample are not updated)
+    def sample_statistics(self, sigma: torch.Tensor, weighted: torch.Tensor) -> torch.Tensor:
+        return weighted[None]  # (1, M): fast, slow and last all average λℓ; noise comes from the bin means
+
+    def update_from_sums(self, sums: torch.Tensor) -> None:
+        count, (batch_mean,) = bin_means(sums)  # (B,) this update's bin means (bins with no sample are not updated)
         last = self.stats["last"]
-        paired = (n > 0) & (last.count > 0)  # bins with a previous mean to difference against
+        paired = ((count > 0) & (last.count > 0)).double()  # bins with a previous mean to difference against
         half_sq_diff = 0.5 * (batch_mean - last.value).square()  # E = v when the loss is stationary
-        self.stats["noise"].update(torch.arange(self.bins.num_bins)[paired], half_sq_diff[paired])
+        self.stats["noise"].update(paired, half_sq_diff)  # one observation per paired bin
         for name in ("fast", "slow", "last"):
-            self.stats[name].update(bins, weighted)
+            self.stats[name].update(count, batch_mean)
 
     def progress_standard_error(self) -> torch.Tensor:
         """sd of (slow − fast) when the per-update bin means are iid with variance v: both are EMAs of the same
@@ -243,10 +259,9 @@ class LearningProgress(BinnedAdaptive):
 
     def bin_probs(self) -> torch.Tensor:
         p, lp = self.bins.base_mass, self.progress()
-        if lp.sum() <= 0:
-            return p
-        q = p * lp / (p * lp).sum()
-        return (1 - self.floor) * q + self.floor * p
+        mass = (p * lp).sum()
+        q = p * lp / mass.clamp_min(1e-300)
+        return torch.where(mass > 0, (1 - self.floor) * q + self.floor * p, p)  # q = p while nothing progresses
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         return edm_weight(sigma, self.sigma_data)
@@ -274,13 +289,14 @@ class ExcessLoss(BinnedAdaptive):
         self.optimal_sigma = self.optimal_loss = None  # (S,) σ grid and J* on it, float64
 
     def set_optimal_loss(self, sigma: torch.Tensor, optimal_loss: torch.Tensor) -> None:
-        self.optimal_sigma, self.optimal_loss = sigma.double().cpu(), optimal_loss.double().cpu()
+        device = self.bins.centers.device  # wherever `to` put the strategy
+        self.optimal_sigma, self.optimal_loss = sigma.double().to(device), optimal_loss.double().to(device)
 
     def optimal_loss_at(self, sigma: torch.Tensor) -> torch.Tensor:
         """J*(σ) interpolated in ln σ. (N,) float64."""
         if self.optimal_loss is None:
             raise RuntimeError("excess_loss: J* was not set (the trainer calls set_optimal_loss before training)")
-        return interp(sigma.double().log().cpu(), self.optimal_sigma.log(), self.optimal_loss).to(sigma.device)
+        return interp(sigma.double().log(), self.optimal_sigma.log(), self.optimal_loss)
 
     def statistic(self, name: str, sigma: torch.Tensor, weighted: torch.Tensor) -> torch.Tensor:
         # λ(σ)(ℓ − J*) = λℓ − λJ*
@@ -288,14 +304,12 @@ class ExcessLoss(BinnedAdaptive):
 
     def bin_probs(self) -> torch.Tensor:
         p, ready = self.bins.base_mass, self.ready()
-        if not ready.any():
-            return p
-        excess = self.stats["excess"].value.clamp_min(0)
-        excess = torch.where(ready, excess, excess[ready].max())  # unmeasured tails are explored, not starved
-        if (p * excess).sum() <= 0:
-            return p
-        q = p * excess / (p * excess).sum()
-        return (1 - self.floor) * q + self.floor * p
+        excess = self.stats["excess"].value.clamp_min(0)  # (B,) ≥ 0
+        # unmeasured tails borrow the largest measured excess: explored, not starved
+        excess = torch.where(ready, excess, torch.where(ready, excess, 0).max())
+        mass = (p * excess).sum()
+        q = p * excess / mass.clamp_min(1e-300)
+        return torch.where(ready.any() & (mass > 0), (1 - self.floor) * q + self.floor * p, p)
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         return edm_weight(sigma, self.sigma_data)
@@ -303,7 +317,7 @@ class ExcessLoss(BinnedAdaptive):
     def state_dict(self) -> dict:
         state = super().state_dict()
         if self.optimal_loss is not None:
-            state["optimal_loss"] = {"sigma": self.optimal_sigma.clone(), "value": self.optimal_loss.clone()}
+            state["optimal_loss"] = {"sigma": self.optimal_sigma.cpu(), "value": self.optimal_loss.cpu()}
         return state
 
     def load_state_dict(self, state: dict) -> None:

@@ -3,7 +3,7 @@
 import torch
 
 from diffusion.strategies.base import NoiseLevelStrategy, edm_weight, lognormal_sigma
-from diffusion.strategies.ddpm import DDPMSchedule
+from diffusion.ddpm_schedule import DDPMSchedule
 
 
 class MinSNR(NoiseLevelStrategy):

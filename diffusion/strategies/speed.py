@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from diffusion.strategies.base import NoiseLevelStrategy, edm_weight
-from diffusion.strategies.ddpm import DDPMSchedule, TimestepStrategy
+from diffusion.ddpm_schedule import DDPMSchedule
+from diffusion.strategies.ddpm import TimestepStrategy
 
 
 def meaningful_steps(schedule: DDPMSchedule) -> int:
@@ -65,15 +66,16 @@ class SpeeDEDM(NoiseLevelStrategy):
         self.tau_sigma = float(self.schedule.sigmas[tau - 1])  # last σ of the acceleration area (≈ 11.94)
         self.log_sigma_tau = float(np.log(self.tau_sigma))
         self.w_t = torch.from_numpy(change_aware_weights(self.schedule, tau, lam)).float()
+        normal = torch.distributions.Normal(torch.tensor(p_mean, dtype=torch.float64),
+                                            torch.tensor(p_std, dtype=torch.float64))
+        self.cdf_tau = normal.cdf(torch.tensor(self.log_sigma_tau, dtype=torch.float64))  # P_p(σ ≤ σ_τ), 0-d
+        # mass of the part below σ_τ once it is multiplied by k and renormalised
+        self.below_mass = self.k * self.cdf_tau / (self.k * self.cdf_tau + (1 - self.cdf_tau))  # 0-d float64
 
     def sample_sigma(self, batch: int, device, generator=None) -> torch.Tensor:
-        normal = torch.distributions.Normal(torch.tensor(self.p_mean, dtype=torch.float64),
-                                            torch.tensor(self.p_std, dtype=torch.float64))
-        cdf_tau = normal.cdf(torch.tensor(self.log_sigma_tau, dtype=torch.float64))
-        below_mass = self.k * cdf_tau / (self.k * cdf_tau + (1 - cdf_tau))
-        below = torch.rand(batch, device=device, dtype=torch.float64, generator=generator) < below_mass.to(device)
+        below = torch.rand(batch, device=device, dtype=torch.float64, generator=generator) < self.below_mass.to(device)
         u = torch.rand(batch, device=device, dtype=torch.float64, generator=generator)
-        cdf_tau = cdf_tau.to(device)
+        cdf_tau = self.cdf_tau.to(device)
         u = torch.where(below, u * cdf_tau, cdf_tau + u * (1 - cdf_tau))  # inverse CDF of the truncated part
         return (self.p_mean + self.p_std * torch.special.ndtri(u)).exp().float()
 
