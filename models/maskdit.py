@@ -7,8 +7,8 @@ noise: it maps (x_in, c_noise, labels, mask) to F; EDM scalings live in `models/
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from timm.layers import Attention, Mlp
 from torch.utils.checkpoint import checkpoint
 
 from models.embeddings import LabelEmbedder, NoiseEmbedder, sincos_2d
@@ -17,6 +17,16 @@ from models.routing import RouteSpec, put_back, route_ids, take
 
 # Backbone sizes (DiT Table 1): depth, width, heads.
 ARCHS = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
+CHECKPOINTING = ("none", "all", "encoder", "decoder")
+
+
+def checkpointing_mode(value) -> str:
+    """model.grad_checkpointing; snapshots written before the selective modes hold a bool."""
+    if isinstance(value, bool):
+        return "all" if value else "none"
+    if value not in CHECKPOINTING:
+        raise ValueError(f"model.grad_checkpointing: {value!r} is not one of {' | '.join(CHECKPOINTING)}")
+    return value
 
 
 @dataclass
@@ -35,7 +45,9 @@ class BackboneSpec:
     decoder_width: int = 512
     decoder_heads: int = 16
     mlp_ratio: float = 4.0
-    grad_checkpointing: bool = False
+    grad_checkpointing: str = "none"  # none | all | encoder | decoder: blocks that recompute in backward
+    grad_checkpointing_every: int = 1  # of the chosen blocks, every k-th one (1 = each)
+    residual_bf16: bool = False  # under bf16 autocast, keep the residual stream in bf16 (not fp32)
     route: RouteSpec = field(default_factory=RouteSpec)  # TREAD token routing through the encoder blocks
 
 
@@ -43,29 +55,8 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale[:, None]) + shift[:, None]
 
 
-class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        assert dim % heads == 0, f"width {dim} not divisible by {heads} heads"
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=True)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, t, d = x.shape
-        qkv = self.qkv(x).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # (3, N, H, T, Dh)
-        x = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (N, H, T, Dh)
-        return self.proj(x.transpose(1, 2).reshape(n, t, d))  # (N, T, D)
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+def approx_gelu() -> nn.Module:
+    return nn.GELU(approximate="tanh")  # DiT's MLP activation
 
 
 class Block(nn.Module):
@@ -74,9 +65,12 @@ class Block(nn.Module):
     def __init__(self, width: int, heads: int, mlp_ratio: float, cond_width: int):
         super().__init__()
         self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
-        self.attn = Attention(width, heads)
+        assert width % heads == 0, f"width {width} not divisible by {heads} heads"
+        # timm's layers, as DiT and the MaskDiT reference build them: qkv + SDPA (q, k, v by unbind) + proj;
+        # fc1 + tanh-GELU + fc2. Parameter names (attn.qkv, attn.proj, mlp.fc1, mlp.fc2) are the same as before.
+        self.attn = Attention(width, num_heads=heads, qkv_bias=True)
         self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
-        self.mlp = Mlp(width, int(width * mlp_ratio))
+        self.mlp = Mlp(width, hidden_features=int(width * mlp_ratio), act_layer=approx_gelu)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(cond_width, 6 * width))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -107,6 +101,9 @@ class MaskDiT(nn.Module):
         if spec.resolution % p:
             raise ValueError(f"resolution {spec.resolution} is not divisible by patch_size {p}")
         spec.route.check(spec.depth)
+        spec.grad_checkpointing = checkpointing_mode(spec.grad_checkpointing)
+        if spec.grad_checkpointing_every < 1:
+            raise ValueError(f"model.grad_checkpointing_every: {spec.grad_checkpointing_every} must be ≥ 1")
         self.grid = spec.resolution // p
         self.num_tokens = self.grid**2
         self.patch_embed = nn.Conv2d(spec.in_channels, w, kernel_size=p, stride=p)
@@ -148,14 +145,20 @@ class MaskDiT(nn.Module):
         if self.spec.use_decoder:
             nn.init.normal_(self.mask_token, std=0.02)
 
-    def _run_block(self, block: Block, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        if self.spec.grad_checkpointing and self.training:
+    def _checkpointed(self, part: str, index: int) -> bool:
+        """Whether block `index` of `part` (encoder | decoder) recomputes its activations in backward."""
+        mode = self.spec.grad_checkpointing
+        chosen = mode == "all" or mode == part
+        return chosen and self.training and index % self.spec.grad_checkpointing_every == 0
+
+    def _run_block(self, block: Block, x: torch.Tensor, c: torch.Tensor, checkpointed: bool) -> torch.Tensor:
+        if checkpointed:
             return checkpoint(block, x, c, use_reentrant=False)
         return block(x, c)
 
-    def _run_blocks(self, blocks: nn.ModuleList, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        for block in blocks:
-            x = self._run_block(block, x, c)
+    def _run_blocks(self, blocks: nn.ModuleList, x: torch.Tensor, c: torch.Tensor, part: str) -> torch.Tensor:
+        for i, block in enumerate(blocks):
+            x = self._run_block(block, x, c, self._checkpointed(part, i))
         return x
 
     def _run_routed(self, x: torch.Tensor, c: torch.Tensor, route_noise: torch.Tensor) -> torch.Tensor:
@@ -168,9 +171,18 @@ class MaskDiT(nn.Module):
         for i, block in enumerate(self.blocks):
             if i == start:
                 full, x = x, take(x, ids)  # (N, R, D)
-            x = self._run_block(block, x, c)
+            x = self._run_block(block, x, c, self._checkpointed("encoder", i))
             if i == end:
                 x = put_back(full, x, ids)  # (N, T, D)
+        return x
+
+    def _residual(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual stream's dtype. By default whatever the fp32 positional tables make it (fp32). With
+        model.residual_bf16 under autocast: bf16, so every block's residual read and write moves half the bytes
+        (LayerNorm still computes in fp32 under autocast)."""
+        device_type = x.device.type  # the meta device (FLOP counting) has no autocast
+        if self.spec.residual_bf16 and device_type != "meta" and torch.is_autocast_enabled(device_type):
+            return x.to(torch.bfloat16)
         return x
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor | None,
@@ -181,7 +193,7 @@ class MaskDiT(nn.Module):
         uniform selects the tokens that take the routed blocks when model.route.ratio > 0 — in training mode
         only: eval and sampling run every token through every block.
         """
-        x = self.patch_embed(x_in).flatten(2).transpose(1, 2) + self.pos_embed  # (N, L, D)
+        x = self._residual(self.patch_embed(x_in).flatten(2).transpose(1, 2) + self.pos_embed)  # (N, L, D)
         c = self.noise_embed(c_noise)  # (N, D)
         if self.label_embed is not None:
             c = c + self.label_embed(labels)  # (N, D)
@@ -190,7 +202,7 @@ class MaskDiT(nn.Module):
         if route_noise is not None and self.training and self.spec.route.ratio > 0:
             x = self._run_routed(x, c, route_noise)  # (N, K, D)
         else:
-            x = self._run_blocks(self.blocks, x, c)  # (N, K, D)
+            x = self._run_blocks(self.blocks, x, c, "encoder")  # (N, K, D)
         if self.spec.use_decoder:
             x = self.decoder_embed(x, c)  # (N, K, Dd)
             if mask is not None:
@@ -199,8 +211,8 @@ class MaskDiT(nn.Module):
                 # Unmasked training (finetune at ratio 0): the mask token must still get a (zero) gradient, or
                 # DDP stops at step 2 waiting for its reduction (the reference adds 0·mask_token.sum() too).
                 x = x + 0 * self.mask_token.sum()
-            x = x + self.decoder_pos_embed  # (N, L, Dd)
-            x = self._run_blocks(self.decoder_blocks, x, c)  # (N, L, Dd)
+            x = self._residual(x + self.decoder_pos_embed)  # (N, L, Dd)
+            x = self._run_blocks(self.decoder_blocks, x, c, "decoder")  # (N, L, Dd)
         elif mask is not None:
             raise ValueError("masked training needs the decoder (model.use_decoder: true)")
         x = self.final_layer(x, c)  # (N, L, p*p*C)

@@ -153,5 +153,5 @@ def test_compiled_training_step_matches_eager():
         return [p.grad.clone() for p in net.parameters()]
 
     eager = grads(net)
-    compiled = grads(torch.compile(net))
+    compiled = grads(torch.compile(net, backend="aot_eager"))  # the graphs inductor gets, without the C++ build
     assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(eager, compiled))

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from models.maskdit import ARCHS
+from models.maskdit import ARCHS, CHECKPOINTING
 from models.routing import RouteSpec
 from utils.layered_config import ConfigError, load_layered
 
@@ -32,7 +32,9 @@ class ModelConfig:
     decoder_heads: int = 16
     mlp_ratio: float = 4.0
     sigma_data: float = 0.5
-    grad_checkpointing: bool = False
+    grad_checkpointing: str = "none"  # none | all | encoder | decoder: blocks recomputed in backward (memory)
+    grad_checkpointing_every: int = 1  # of those blocks, every k-th (2 = half of them)
+    residual_bf16: bool = False  # with train.mixed_precision bf16: residual stream in bf16 (less memory traffic)
     unet_channels: int = 128  # ddpm_unet only: base width (DDPM CIFAR-10: 128)
     unet_dropout: float = 0.1  # ddpm_unet only
     route: RouteSpec = field(default_factory=RouteSpec)  # TREAD token routing: ratio (0 = off), start, end
@@ -84,6 +86,9 @@ class TrainConfig:
     mixed_precision: str = "bf16"  # no | fp16 | bf16
     tf32: bool = True
     compile: bool = False  # torch.compile the whole training forward (training/objective.py)
+    compile_backend: str = "inductor"  # torch.compile backend (aot_eager: trace without code generation)
+    activation_memory_budget: float = 1.0  # compiled runs: share of activations kept for backward (<1 recomputes)
+    fp8: bool = False  # float8 block linears with torchao (training/fp8.py); CUDA capability ≥ 8.9 and bf16 only
     ddp_bucket_mb: int = 25  # DDP gradient bucket size: PyTorch's default, near-optimal in Li et al. 2020 (VLDB) §5
     ema_decay: float | None = 0.9999  # per optimizer step; or set ema_halflife_kimg instead
     ema_halflife_kimg: float | None = None
@@ -130,6 +135,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
 def validate(cfg: Config) -> None:
     """Cross-key checks that the schema types cannot express."""
     t = cfg.train
+    if t.mixed_precision == "False":
+        t.mixed_precision = "no"  # YAML 1.1 reads a bare `no` (train.mixed_precision=no) as false
     if t.mixed_precision not in ("no", "fp16", "bf16"):
         raise ConfigError(f"train.mixed_precision: {t.mixed_precision!r} is not one of no | fp16 | bf16")
     if (t.ema_decay is None) == (t.ema_halflife_kimg is None):
@@ -155,6 +162,16 @@ def validate(cfg: Config) -> None:
             cfg.model.route.check(cfg.model.depth or ARCHS[cfg.model.arch][0])
         except ValueError as err:
             raise ConfigError(str(err)) from None
+    if not 0 < t.activation_memory_budget <= 1:
+        raise ConfigError(f"train.activation_memory_budget: {t.activation_memory_budget} must be in (0, 1]")
+    if t.activation_memory_budget < 1 and not t.compile:
+        raise ConfigError("train.activation_memory_budget < 1 is a torch.compile option: set train.compile true, or "
+                          "use model.grad_checkpointing in eager mode")
+    if cfg.model.grad_checkpointing not in CHECKPOINTING:
+        raise ConfigError(f"model.grad_checkpointing: {cfg.model.grad_checkpointing!r} is not one of "
+                          f"{' | '.join(CHECKPOINTING)}")
+    if cfg.model.residual_bf16 and t.mixed_precision != "bf16":
+        raise ConfigError("model.residual_bf16 needs train.mixed_precision bf16")
     if cfg.model.precond not in ("edm", "vp"):
         raise ConfigError(f"model.precond: {cfg.model.precond!r} is not one of edm | vp")
 

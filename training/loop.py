@@ -29,6 +29,7 @@ from models.snapshot import read_snapshot
 from training import checkpoint as ckpt
 from training.config import Config, ConfigError, to_dict, to_yaml
 from training.ema import EMA, ema_beta
+from training.fp8 import convert_to_fp8, fp8_refusal
 from training.objective import TrainingObjective
 from training.run_log import RunLog
 from utils.atomic import atomic_write_text
@@ -323,6 +324,8 @@ def train(cfg: Config, init_from: str | None = None, stop_after_kimg: float | No
     accelerator = make_accelerator(cfg, run_dir)
     rank, world = accelerator.process_index, accelerator.num_processes
     batch_gpu, accum_rounds = batch_layout(cfg.train.batch_size, cfg.train.batch_gpu, world)
+    if cfg.train.fp8 and (refusal := fp8_refusal(accelerator.device, cfg.train.mixed_precision)):
+        raise ConfigError(refusal)
     if init_from is not None and not Path(init_from).exists():
         raise FileNotFoundError(f"--init-from {init_from}: no such checkpoint or snapshot")
     lock = take_run_lock(run_dir, accelerator)  # noqa: F841 - held (open) for the whole run
@@ -341,10 +344,7 @@ def train(cfg: Config, init_from: str | None = None, stop_after_kimg: float | No
     log = RunLog(run_dir, accelerator)
     torch.manual_seed(cfg.train.seed * 7919 + rank)
 
-    net = build_network(cfg.model).to(accelerator.device).train()
-    ema = EMA(net)
-    optimizer = make_optimizer(net, cfg, accelerator.device)
-    strategy = build_strategy(cfg.diffusion.strategy.name, dict(cfg.diffusion.strategy.params), cfg.model.sigma_data)
+    net, ema, optimizer, strategy = build_model_parts(cfg, accelerator.device, log.print)
     progress = Progress()
     if getattr(strategy, "needs_optimal_loss", False) and run_state is None:
         with accelerator.main_process_first():  # rank 0 estimates and caches J*, the others read the cache
@@ -369,6 +369,18 @@ def train(cfg: Config, init_from: str | None = None, stop_after_kimg: float | No
     return run_dir
 
 
+def build_model_parts(cfg: Config, device, log=print) -> tuple:
+    """-> (network, EMA, optimizer, strategy), freshly initialised on `device` (train.py and the throughput
+    benchmark build the same)."""
+    net = build_network(cfg.model).to(device).train()
+    ema = EMA(net)  # before any fp8 conversion: the EMA copy stays in plain linears
+    if cfg.train.fp8:
+        log(f"train.fp8: {convert_to_fp8(net)} block linears train in float8 (torchao)")
+    optimizer = make_optimizer(net, cfg, device)
+    strategy = build_strategy(cfg.diffusion.strategy.name, dict(cfg.diffusion.strategy.params), cfg.model.sigma_data)
+    return net, ema, optimizer, strategy
+
+
 def assemble_trainer(cfg: Config, accelerator: Accelerator, net, ema: EMA, optimizer, strategy, data: TrainingData,
                      batch_gpu: int, accum_rounds: int) -> Trainer:
     """Wrap the built (and possibly restored) parts into the objective, prepare it (DDP, autocast), compile it
@@ -380,7 +392,11 @@ def assemble_trainer(cfg: Config, accelerator: Accelerator, net, ema: EMA, optim
     objective, optimizer = accelerator.prepare(objective, optimizer)
     # One process: the whole forward compiles as one graph. Several: compiling the DDP module lets Dynamo split
     # the graph at DDP's gradient buckets (DDPOptimizer), so communication overlaps the backward pass.
-    train_objective = torch.compile(objective) if cfg.train.compile else objective
+    train_objective = objective
+    if cfg.train.compile:
+        # < 1: the partitioner recomputes cheap activations in backward to keep this share of them saved
+        torch._functorch.config.activation_memory_budget = cfg.train.activation_memory_budget
+        train_objective = torch.compile(objective, backend=cfg.train.compile_backend)
     return Trainer(cfg, accelerator, objective, train_objective, ema, optimizer, data, batch_gpu, accum_rounds)
 
 
