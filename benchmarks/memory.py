@@ -16,6 +16,7 @@ for one op) and allocator fragmentation, so treat it as a lower bound; torch.com
 """
 
 import argparse
+import gc
 import json
 import sys
 from pathlib import Path
@@ -119,6 +120,7 @@ def main(argv=None) -> list[dict]:
                           in_channels=args.in_channels, use_decoder=not args.no_decoder, grad_checkpointing=mode,
                           grad_checkpointing_every=every, residual_bf16=args.residual_bf16, **custom)
         rows.append(estimate(cfg, args.batch, args.mask_ratio, args.precision))
+        gc.collect()  # the last network and its autograd graph, before the next XL-sized one is built
         print(json.dumps(rows[-1]), flush=True)
     if args.out:
         out = Path(args.out)
