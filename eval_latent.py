@@ -6,7 +6,8 @@ Examples:
   python eval_latent.py --config configs/test/fashion-mnist.yaml --ckpt results/fmnist-maskdit --ref fm-ref.npz
   python eval_latent.py ref --config configs/test/fashion-mnist.yaml --source fashion_mnist:test --out fm-ref.npz
   python eval_latent.py images --config configs/test/fashion-mnist.yaml --source npz:samples.npz --ref fm-ref.npz
-Sources: fashion_mnist:SPLIT[:DIR], cifar10:SPLIT[:DIR], npz:FILE (arr_0 uint8 NHWC), folder:DIR (PNGs). Config keys can be
+Sources (dataio/image_sources.py, the same names as extract_latent.py; the split defaults to test): fashion_mnist[:SPLIT[:DIR]]
+(32×32 zero-padded), cifar10[:SPLIT[:DIR]], npz:FILE (arr_0 uint8 NHWC), folder:DIR (PNGs). Config keys can be
 overridden as key=value (e.g. cfg_scale=1 num_samples=10000).
 """
 

@@ -6,7 +6,8 @@ Examples:
   accelerate launch --multi_gpu extract_latent.py --source imagefolder:/data/imagenet/train --resolution 256 \\
          --vae stabilityai/sd-vae-ft-ema --out /data/in256.lmdb --xflip --batch-size 64
   python extract_latent.py --source fashion_mnist:train --resolution 32 --vae ./my-vae --out fm.lmdb
-Sources: imagefolder:DIR, fashion_mnist[:SPLIT[:DIR]], cifar10[:SPLIT[:DIR]] (downloaded when online),
+Sources (dataio/image_sources.py, the same names as eval_latent.py): imagefolder:DIR, folder:DIR (PNGs),
+fashion_mnist[:SPLIT[:DIR]] (32×32 zero-padded, as trained on), cifar10[:SPLIT[:DIR]] (downloaded when online),
 npz:FILE (arr_0 uint8 NHWC, arr_1 labels). Images get ADM's centre crop; grayscale becomes RGB.
 An interrupted extraction resumes by re-running the same command; no record is written twice.
 """

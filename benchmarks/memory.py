@@ -16,9 +16,10 @@ for one op) and allocator fragmentation, so treat it as a lower bound; torch.com
 """
 
 import argparse
-import gc
+import multiprocessing
 import json
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -119,8 +120,9 @@ def main(argv=None) -> list[dict]:
         cfg = ModelConfig(arch=args.arch, patch_size=args.patch, resolution=args.resolution,
                           in_channels=args.in_channels, use_decoder=not args.no_decoder, grad_checkpointing=mode,
                           grad_checkpointing_every=every, residual_bf16=args.residual_bf16, **custom)
-        rows.append(estimate(cfg, args.batch, args.mask_ratio, args.precision))
-        gc.collect()  # the last network and its autograd graph, before the next XL-sized one is built
+        # one fresh process per option: an XL network and its autograd graph are not reliably returned to the OS
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            rows.append(pool.submit(estimate, cfg, args.batch, args.mask_ratio, args.precision).result())
         print(json.dumps(rows[-1]), flush=True)
     if args.out:
         out = Path(args.out)

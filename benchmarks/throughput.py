@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from dataio.sources import InMemoryImages, TrainingData  # noqa: E402
+from dataio.training_data import InMemoryImages, TrainingData  # noqa: E402
 from dataio.stream import InMemoryBatches, ShuffledIndexStream  # noqa: E402
 from diffusion.loss import MaskDiTLoss  # noqa: E402
 from diffusion.samplers import edm_sample, guided_denoiser  # noqa: E402

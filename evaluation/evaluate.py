@@ -4,11 +4,10 @@ nothing written to disk) or of an existing folder / npz of images."""
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
-from PIL import Image
 
 from dataio.image_io import to_uint8
+from dataio.image_sources import open_source, uint8_batches
 from evaluation.config import EvalConfig
 from evaluation.metrics import SampleFeatures, compute_metrics
 
@@ -26,38 +25,8 @@ def build_feature_net(cfg: EvalConfig, device, data_dir: str | None = None):
 
 
 def source_batches(source: str, batch: int) -> Iterator[ImageBatch]:
-    """`fashion_mnist:train|test[:DIR]`, `cifar10:train|test[:DIR]`, `npz:FILE` (arr_0 uint8 NHWC, optional arr_1 labels), `folder:DIR` (PNGs)."""
-    kind, _, rest = source.partition(":")
-    if kind == "fashion_mnist":
-        from dataio.sources import fashion_mnist_padded
-
-        split, _, directory = rest.partition(":")
-        data = fashion_mnist_padded(split or "test", directory or None)
-        images = torch.from_numpy(to_uint8(data.images)).permute(0, 3, 1, 2)
-        labels = data.labels
-    elif kind == "cifar10":
-        from dataio.cifar10 import load_cifar10
-
-        split, _, directory = rest.partition(":")
-        array, label_array = load_cifar10(split or "test", directory or None)
-        images, labels = torch.from_numpy(array).permute(0, 3, 1, 2), torch.from_numpy(label_array)
-    elif kind == "npz":
-        with np.load(rest) as npz:
-            if "arr_0" not in npz.files:
-                raise ValueError(f"{rest}: no arr_0 (uint8 NHWC images) in the npz")
-            images = torch.from_numpy(npz["arr_0"]).permute(0, 3, 1, 2)
-            labels = torch.from_numpy(npz["arr_1"]) if "arr_1" in npz.files else None
-    elif kind == "folder":
-        files = sorted(Path(rest).glob("*.png"))
-        if not files:
-            raise FileNotFoundError(f"{rest}: no PNG files")
-        arrays = [np.asarray(Image.open(f)) for f in files]
-        images = torch.from_numpy(np.stack([a if a.ndim == 3 else a[..., None] for a in arrays])).permute(0, 3, 1, 2)
-        labels = None
-    else:
-        raise ValueError(f"source {source!r}: expected fashion_mnist:SPLIT, cifar10:SPLIT, npz:FILE or folder:DIR")
-    for start in range(0, len(images), batch):
-        yield images[start:start + batch], labels[start:start + batch] if labels is not None else None
+    """Reference or sample images of a source spec (dataio/image_sources.py; the split defaults to test)."""
+    return uint8_batches(open_source(source, default_split="test"), batch)
 
 
 def collect_features(feature_net, batches: Iterator[ImageBatch], keep_for_pr: int, device) -> SampleFeatures:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dataio.sources import fashion_mnist_padded
+from dataio.training_data import pixel_images
 from utils.atomic import atomic_torch_save
 from utils.cache import cache_root
 
@@ -39,7 +39,7 @@ def cache_path() -> Path:
 
 
 def train_classifier(data_dir: str | None, epochs: int = 2, seed: int = 0) -> FashionClassifier:
-    data = fashion_mnist_padded("train", data_dir)
+    data = pixel_images("fashion_mnist", "train", data_dir)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net = FashionClassifier()

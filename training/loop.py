@@ -17,13 +17,13 @@ from tqdm import tqdm
 
 from dataio.autoencoder import Decoder
 from dataio.image_io import grid_image, save_png_atomic, to_uint8
-from dataio.sources import TrainingData, build_training_data, check_matches_model
+from dataio.training_data import TrainingData, build_training_data, check_matches_model
 from diffusion.loss import MaskDiTLoss
 from diffusion.mask_schedule import mask_ratio_at
 from diffusion.generation import SamplingOptions, generate, labels_for_seeds
 from diffusion.step_draws import draw_step, micro_batch_offset, step_generator
 from diffusion.strategies import build_strategy
-from diffusion.telemetry import SigmaTelemetry, plot_telemetry
+from diffusion.telemetry import SigmaTelemetry
 from models.build import build_network, count_parameters, load_matching
 from models.snapshot import read_snapshot
 from training import checkpoint as ckpt
@@ -31,6 +31,7 @@ from training.config import Config, ConfigError, to_dict, to_yaml
 from training.ema import EMA, ema_beta
 from training.fp8 import convert_to_fp8, fp8_refusal
 from training.objective import TrainingObjective
+from training.plots import plot_telemetry
 from training.run_log import RunLog
 from utils.atomic import atomic_write_text
 from utils.distributed import release_process_group
@@ -141,7 +142,7 @@ def init_weights_from(path: str, net, ema: EMA) -> str:
 def attach_optimal_loss(strategy, data_cfg, log: RunLog, max_latents: int = 8192) -> None:
     """Give a strategy that needs it the irreducible loss J*(σ) of this run's training data on its σ bins,
     estimated once per dataset and cached beside the data (a resumed run has it in its strategy state)."""
-    from dataio.sources import optimal_loss_reference
+    from dataio.training_data import optimal_loss_reference
     from diffusion.optimal_loss import load_or_estimate
 
     sigmas = strategy.bins.centers.exp()  # (B,) the strategy's bin centres

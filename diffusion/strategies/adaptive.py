@@ -23,21 +23,17 @@ Proposal strategies return p/q from `objective_ratio`, which the loss applies to
 (denoising and MAE terms), so the objective's expectation is exactly the base strategy's.
 """
 
-import math
-
 import torch
 
+from diffusion.sigma_bins import LogSigmaGrid, bin_means, per_bin_sums
 from diffusion.strategies.base import NoiseLevelStrategy, edm_weight
 
 
-class LogSigmaBins:
-    """Fixed bins over ln σ between ln σ_min and ln σ_max and the base density N(p_mean, p_std²) on them."""
+class LogSigmaBins(LogSigmaGrid):
+    """The ln σ grid (diffusion/sigma_bins.py) and the base density N(p_mean, p_std²) on its bins."""
 
     def __init__(self, num_bins: int, sigma_min: float, sigma_max: float, p_mean: float, p_std: float):
-        edges = torch.linspace(math.log(sigma_min), math.log(sigma_max), num_bins + 1, dtype=torch.float64)
-        self.num_bins = num_bins
-        self.inner_edges = edges[1:-1]  # (B-1,)
-        self.centers = 0.5 * (edges[1:] + edges[:-1])  # (B,) for interpolation and plots
+        super().__init__(num_bins, sigma_min, sigma_max)
         self.p_mean, self.p_std = p_mean, p_std
         normal = torch.distributions.Normal(torch.tensor(p_mean, dtype=torch.float64),
                                             torch.tensor(p_std, dtype=torch.float64))
@@ -46,9 +42,6 @@ class LogSigmaBins:
         self.cdf_lo, self.cdf_hi = cdf[:-1], cdf[1:]  # (B,)
         self.base_mass = cdf[1:] - cdf[:-1]  # (B,) p(b) under the log-normal
 
-    def index(self, sigma: torch.Tensor) -> torch.Tensor:
-        return torch.bucketize(sigma.double().log(), self.inner_edges.to(sigma.device))
-
     def sample(self, bin_probs: torch.Tensor, batch: int, device, generator=None) -> torch.Tensor:
         """Pick bins from q(b), then ln σ from the base density truncated to the bin. -> (batch,) σ."""
         b = torch.multinomial(bin_probs.to(device).float(), batch, replacement=True, generator=generator)
@@ -56,19 +49,6 @@ class LogSigmaBins:
         u = lo + (hi - lo) * torch.rand(batch, device=device, dtype=torch.float64, generator=generator)
         u = u.clamp(1e-12, 1 - 1e-12)
         return (self.p_mean + self.p_std * torch.special.ndtri(u)).exp().float()
-
-
-def per_bin_sums(bins: torch.Tensor, values: torch.Tensor, num_bins: int) -> torch.Tensor:
-    """bins (M,) int, values (K, M) -> (1 + K, B) float64: row 0 the sample count of each bin, row 1 + k the sum
-    of values[k] over the bin's samples. Sums add across batches and processes (one all-reduce)."""
-    rows = torch.cat([torch.ones_like(values[:1]), values]).double()  # (1 + K, M)
-    return torch.zeros(len(rows), num_bins, dtype=torch.float64, device=rows.device).index_add_(1, bins, rows)
-
-
-def bin_means(sums: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """per_bin_sums (1 + K, B) -> (count (B,), means (K, B)); the mean of a bin without samples is 0."""
-    count = sums[0]
-    return count, sums[1:] / count.clamp_min(1)
 
 
 class BinStatistics:

@@ -7,10 +7,9 @@ plus what the trainer checks against the model and records in snapshots for deco
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from dataio.fashion_mnist import load_fashion_mnist
+from dataio.image_sources import in_memory_images, open_source
 from dataio.stream import InMemoryBatches, ShuffledIndexStream
 
 SOURCES = ("fashion_mnist", "cifar10", "lmdb", "wds")
@@ -40,36 +39,21 @@ class TrainingData:
     snapshot_meta: dict  # what decoding needs: {"space": "pixel"} or the VAE id and latent scaling
 
 
-def uint8_to_unit(images: np.ndarray) -> torch.Tensor:
-    """uint8 [0, 255] -> float32 [-1, 1]."""
-    return torch.from_numpy(images).float() / 127.5 - 1
+def pixel_images(source_name: str, split: str, directory: str | None) -> InMemoryImages:
+    """The pixel datasets, in memory as [-1, 1] float tensors, through the one source parser."""
+    source = open_source(f"{source_name}:{split}:{directory or ''}")
+    images, labels = in_memory_images(source)
+    return InMemoryImages(images, labels, source.num_classes, source.description)
 
 
-def fashion_mnist_padded(split: str, directory: str | None) -> InMemoryImages:
-    """28×28 gray images zero-padded to 32×32 (background stays black), 1 channel."""
-    images, labels = load_fashion_mnist(split, directory)
-    images = np.pad(images, ((0, 0), (2, 2), (2, 2)))  # (N, 32, 32)
-    return InMemoryImages(uint8_to_unit(images)[:, None], torch.from_numpy(labels), 10,
-                          f"fashion_mnist[{split}] {len(labels)} images 1x32x32")
-
-
-def cifar10_images(split: str, directory: str | None) -> InMemoryImages:
-    """CIFAR-10 32×32 RGB in [-1, 1], (N, 3, 32, 32)."""
-    from dataio.cifar10 import load_cifar10
-
-    images, labels = load_cifar10(split, directory)
-    return InMemoryImages(uint8_to_unit(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
-                          torch.from_numpy(labels), 10, f"cifar10[{split}] {len(labels)} images 3x32x32")
-
-
-PIXEL_SOURCES = {"fashion_mnist": fashion_mnist_padded, "cifar10": cifar10_images}  # (split, directory) -> images
+PIXEL_SOURCES = ("fashion_mnist", "cifar10")
 
 
 def build_training_data(data_cfg, seed: int, rank: int, num_ranks: int, batch_gpu: int, device,
                         data_state: dict | None) -> TrainingData:
     """`data_state` is the checkpoint's data position (None for a fresh run)."""
     if data_cfg.source in PIXEL_SOURCES:
-        data = PIXEL_SOURCES[data_cfg.source]("train", data_cfg.path)
+        data = pixel_images(data_cfg.source, "train", data_cfg.path)
         stream = ShuffledIndexStream.resumed(len(data), seed, rank, num_ranks, data_cfg.xflip, data_state)
         return TrainingData(InMemoryBatches(data, stream, batch_gpu, device), tuple(data.images.shape[1:]),
                             data.num_classes, data.description, {"space": "pixel", "source": data_cfg.source})
@@ -120,7 +104,7 @@ def optimal_loss_reference(data_cfg, max_images: int, seed: int = 0) -> tuple[to
 
     gen = torch.Generator().manual_seed(seed)
     if data_cfg.source in PIXEL_SOURCES:
-        images = PIXEL_SOURCES[data_cfg.source]("train", data_cfg.path).images  # (N, C, H, W)
+        images = pixel_images(data_cfg.source, "train", data_cfg.path).images  # (N, C, H, W)
         if data_cfg.xflip:
             images = torch.cat([images, images.flip(-1)])
         where = cache_root() / "optimal_loss" / f"{data_cfg.source}-{content_tag(images)}"
