@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from dataio.latent_batches import DataRecordError
-from dataio.sources import DataMismatchError
+from dataio.training_data import DataMismatchError
 from training.config import ConfigError, load_config
 from models.build import WeightsMismatchError
 from models.snapshot import SnapshotError

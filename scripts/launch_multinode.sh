@@ -11,6 +11,7 @@ GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 PORT=${MAIN_PORT:-29500}
 [ $# -ge 1 ] || { echo "usage: $0 SCRIPT.py [args...]" >&2; exit 1; }
 echo "node $NODE_RANK/$NUM_NODES: $((NUM_NODES * GPUS_PER_NODE)) processes, rendezvous $MAIN_ADDR:$PORT: $*"
-exec accelerate launch --multi_gpu --num_machines "$NUM_NODES" --machine_rank "$NODE_RANK" \
+# configs/accelerate/multi-node.yaml holds the fixed settings; the per-node values below override its placeholders.
+exec accelerate launch --config_file configs/accelerate/multi-node.yaml --multi_gpu --num_machines "$NUM_NODES" --machine_rank "$NODE_RANK" \
     --num_processes "$((NUM_NODES * GPUS_PER_NODE))" --main_process_ip "$MAIN_ADDR" --main_process_port "$PORT" \
     --same_network --rdzv_backend static "$@"

@@ -41,5 +41,12 @@ def test_patchify_roundtrip_and_order():
     assert p[0, 1, 0] == x[0, 0, 0, 4] and p[0, 1, 1] == x[0, 1, 0, 4]
 
 
-def test_zero_ratio_keeps_everything():
-    assert num_visible_tokens(64, 0.0) == 64
+def test_zero_ratio_means_no_mask_in_the_loss():
+    """Ratio 0 (finetune, DiT) must not build a mask at all: the loss then averages over every token and the
+    network runs without the keep/restore gathers."""
+    from diffusion.loss import MaskDiTLoss
+
+    loss = MaskDiTLoss(patch_size=2, num_tokens=64)
+    assert loss.make_mask(torch.rand(2, 64), 0.0) is None
+    assert loss.make_mask(torch.rand(2, 64), 0.5).mask.sum(1).tolist() == [32.0, 32.0]
+    assert num_visible_tokens(64, 0.3) == 44  # int(64 · 0.7), MaskDiT's floor
