@@ -18,13 +18,11 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from accelerate.utils import gather_object
 
 from dataio.autoencoder import Decoder
 from evaluation.config import load_eval_config
-from evaluation.evaluate import (build_feature_net, collect_features, generated_batches, metrics_table,
-                                 reference_pool_features, source_batches)
-from evaluation.metrics import compute_metrics, load_reference, save_reference
+from evaluation.evaluate import ProcessSplit, build_feature_net, metrics_table, model_features, score, source_features
+from evaluation.metrics import load_reference, save_reference
 from models.snapshot import load_for_sampling
 from utils.distributed import release_process_group
 from utils.layered_config import ConfigError
@@ -88,26 +86,19 @@ def main(argv=None) -> None:
             check_reference_matches(ref, feature_net, args.ref)  # before sampling anything
     except (ConfigError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
+    split = ProcessSplit(state)
     if args.mode == "model":
-        seeds = list(range(cfg.seed_start, cfg.seed_start + cfg.num_samples))[state.process_index::state.num_processes]
-        batches = generated_batches(net, decoder, cfg, seeds, state.device)
-    else:
-        batches = source_batches(args.source, cfg.batch_gpu)
-        if state.num_processes > 1:  # every process would read the same source: split it
-            batches = (b for i, b in enumerate(batches) if i % state.num_processes == state.process_index)
-    keep = cfg.pr_features // state.num_processes if args.mode != "ref" else cfg.pr_features
-    stats = collect_features(feature_net, batches, keep, state.device)
-    parts = gather_object([stats.drop_net()])
-    if not state.is_main_process:
+        total = model_features(net, decoder, cfg, feature_net, state.device, split)
+    else:  # ref keeps pr_features per process for the reference pool it stores; images splits them
+        total = source_features(args.source, cfg, feature_net, state.device, split,
+                                cfg.pr_features if args.mode == "ref" else None)
+    if total is None:  # not the main process
         return
-    total = parts[0]
-    for part in parts[1:]:
-        total.merge(part)
     if args.mode == "ref":
         save_reference(total, feature_net.name, Path(args.out))
         print(f"wrote reference statistics of {total.pool.n} images ({feature_net.name}) to {args.out}")
         return
-    metrics = compute_metrics(total, ref, reference_pool_features(ref, feature_net, cfg, state.device))
+    metrics = score(total, ref, feature_net, cfg, state.device)
     print(metrics_table(metrics, feature_net.name))
     print(json.dumps({"features": feature_net.name, **metrics}))
     if args.out:

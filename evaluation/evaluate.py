@@ -69,19 +69,66 @@ def metrics_table(metrics: dict, feature_net_name: str) -> str:
     return "\n".join(["| metric | value |", "|---|---|", *rows])
 
 
+class ProcessSplit:
+    """Which share of the work this process does; one process when `state` is None (e.g. the benchmark)."""
+
+    def __init__(self, state=None):
+        self.state = state
+        self.index = state.process_index if state is not None else 0
+        self.count = state.num_processes if state is not None else 1
+
+    def share(self, items):
+        """Every count-th item, from this process's index on."""
+        return items[self.index::self.count] if isinstance(items, list) else (
+            x for i, x in enumerate(items) if i % self.count == self.index)
+
+    def gather(self, stats: SampleFeatures) -> SampleFeatures | None:
+        """Collective: every process's features merged on the main process; None on the others."""
+        if self.count == 1:
+            return stats
+        from accelerate.utils import gather_object
+
+        parts = gather_object([stats.drop_net()])
+        if not self.state.is_main_process:
+            return None
+        total = parts[0]
+        for part in parts[1:]:
+            total.merge(part)
+        return total
+
+
+def model_features(net, decoder, cfg: EvalConfig, feature_net, device, split: ProcessSplit,
+                   grid_path: Path | None = None) -> SampleFeatures | None:
+    """Generate cfg.num_samples images (seeds seed_start..; spread over the processes) and collect their features.
+    With grid_path, the main process also saves its first 100 images as a PNG grid (a class per column)."""
+    seeds = split.share(list(range(cfg.seed_start, cfg.seed_start + cfg.num_samples)))
+    batches = generated_batches(net, decoder, cfg, seeds, device)
+    if grid_path is not None and split.index == 0:
+        batches = _saving_first(batches, 100, grid_path, net.backbone.spec.num_classes or None)
+    return split.gather(collect_features(feature_net, batches, cfg.pr_features // split.count, device))
+
+
+def source_features(source: str, cfg: EvalConfig, feature_net, device, split: ProcessSplit,
+                    keep_for_pr: int | None = None) -> SampleFeatures | None:
+    """Features of a source's images, its batches spread over the processes."""
+    keep = cfg.pr_features // split.count if keep_for_pr is None else keep_for_pr
+    batches = split.share(source_batches(source, cfg.batch_gpu))
+    return split.gather(collect_features(feature_net, batches, keep, device))
+
+
+def score(stats: SampleFeatures, ref: dict, feature_net, cfg: EvalConfig, device) -> dict:
+    return compute_metrics(stats, ref, reference_pool_features(ref, feature_net, cfg, device))
+
+
 def evaluate_snapshot(path, cfg: EvalConfig, feature_net, ref: dict, ref_pool: torch.Tensor | None, device,
                       grid_path: Path | None = None) -> dict:
-    """Metrics of one snapshot in this process (single device; eval_latent.py spreads over processes).
-    With grid_path, the first 100 generated images are also saved there as a PNG grid (a class per column)."""
+    """Metrics of one snapshot in this process, through the same driver as eval_latent.py (the benchmark keeps
+    the reference's precision/recall features, `ref_pool`, across snapshots)."""
     from dataio.autoencoder import Decoder
     from models.snapshot import load_for_sampling
 
     net, meta = load_for_sampling(path, device)
-    seeds = list(range(cfg.seed_start, cfg.seed_start + cfg.num_samples))
-    batches = generated_batches(net, Decoder(meta["data"], device), cfg, seeds, device)
-    if grid_path is not None:
-        batches = _saving_first(batches, 100, grid_path, net.backbone.spec.num_classes or None)
-    stats = collect_features(feature_net, batches, cfg.pr_features, device)
+    stats = model_features(net, Decoder(meta["data"], device), cfg, feature_net, device, ProcessSplit(), grid_path)
     return compute_metrics(stats, ref, ref_pool)
 
 

@@ -134,16 +134,16 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
 
 def validate(cfg: Config) -> None:
     """Cross-key checks that the schema types cannot express."""
-    t = cfg.train
-    if t.mixed_precision == "False":
-        t.mixed_precision = "no"  # YAML 1.1 reads a bare `no` (train.mixed_precision=no) as false
-    if t.mixed_precision not in ("no", "fp16", "bf16"):
-        raise ConfigError(f"train.mixed_precision: {t.mixed_precision!r} is not one of no | fp16 | bf16")
-    if (t.ema_decay is None) == (t.ema_halflife_kimg is None):
+    train_cfg = cfg.train
+    if train_cfg.mixed_precision == "False":
+        train_cfg.mixed_precision = "no"  # YAML 1.1 reads a bare `no` (train.mixed_precision=no) as false
+    if train_cfg.mixed_precision not in ("no", "fp16", "bf16"):
+        raise ConfigError(f"train.mixed_precision: {train_cfg.mixed_precision!r} is not one of no | fp16 | bf16")
+    if (train_cfg.ema_decay is None) == (train_cfg.ema_halflife_kimg is None):
         raise ConfigError("train: set exactly one of ema_decay and ema_halflife_kimg (the other to null)")
-    if t.total_kimg <= 0:
-        raise ConfigError(f"train.total_kimg: must be positive (got {t.total_kimg})")
-    if t.batch_size <= 0 or (t.batch_gpu is not None and t.batch_gpu <= 0):
+    if train_cfg.total_kimg <= 0:
+        raise ConfigError(f"train.total_kimg: must be positive (got {train_cfg.total_kimg})")
+    if train_cfg.batch_size <= 0 or (train_cfg.batch_gpu is not None and train_cfg.batch_gpu <= 0):
         raise ConfigError("train.batch_size and train.batch_gpu must be positive")
     if cfg.mask.schedule not in ("constant", "linear", "cosine"):
         raise ConfigError(f"mask.schedule: {cfg.mask.schedule!r} is not one of constant | linear | cosine")
@@ -162,15 +162,15 @@ def validate(cfg: Config) -> None:
             cfg.model.route.check(cfg.model.depth or ARCHS[cfg.model.arch][0])
         except ValueError as err:
             raise ConfigError(str(err)) from None
-    if not 0 < t.activation_memory_budget <= 1:
-        raise ConfigError(f"train.activation_memory_budget: {t.activation_memory_budget} must be in (0, 1]")
-    if t.activation_memory_budget < 1 and not t.compile:
+    if not 0 < train_cfg.activation_memory_budget <= 1:
+        raise ConfigError(f"train.activation_memory_budget: {train_cfg.activation_memory_budget} must be in (0, 1]")
+    if train_cfg.activation_memory_budget < 1 and not train_cfg.compile:
         raise ConfigError("train.activation_memory_budget < 1 is a torch.compile option: set train.compile true, or "
                           "use model.grad_checkpointing in eager mode")
     if cfg.model.grad_checkpointing not in CHECKPOINTING:
         raise ConfigError(f"model.grad_checkpointing: {cfg.model.grad_checkpointing!r} is not one of "
                           f"{' | '.join(CHECKPOINTING)}")
-    if cfg.model.residual_bf16 and t.mixed_precision != "bf16":
+    if cfg.model.residual_bf16 and train_cfg.mixed_precision != "bf16":
         raise ConfigError("model.residual_bf16 needs train.mixed_precision bf16")
     if cfg.model.precond not in ("edm", "vp"):
         raise ConfigError(f"model.precond: {cfg.model.precond!r} is not one of edm | vp")

@@ -210,9 +210,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         progress.cur_nimg += self.cfg.train.batch_size
         progress.step += 1
-        t = self.cfg.train
-        self.ema.update(self.net, ema_beta(t.batch_size, progress.cur_nimg, t.ema_decay, t.ema_halflife_kimg,
-                                           t.ema_rampup_ratio))
+        train_cfg = self.cfg.train
+        self.ema.update(self.net, ema_beta(train_cfg.batch_size, progress.cur_nimg, train_cfg.ema_decay,
+                                           train_cfg.ema_halflife_kimg, train_cfg.ema_rampup_ratio))
         if self.strategy_sums is not None:
             # One all-reduce of per-bin sums per step (no host sync, ~1 KB): every rank applies the same global
             # statistics, so strategy states stay identical, and no sample-sized gather is needed.
@@ -470,9 +470,9 @@ def out_of_time(accelerator, start: float, limit_min: float | None, step: int) -
 
 def run_steps(cfg: Config, run_dir: Path, trainer: Trainer, progress: Progress, log: RunLog,
               stop_after_kimg: float | None, stop_after_min: float | None) -> None:
-    t, acc = cfg.train, trainer.accelerator
+    train_cfg, acc = cfg.train, trainer.accelerator
     start = time.time()
-    total_nimg = int(t.total_kimg * 1000)
+    total_nimg = int(train_cfg.total_kimg * 1000)
     stop_nimg = min(total_nimg, int(stop_after_kimg * 1000)) if stop_after_kimg is not None else total_nimg
     bar = tqdm(total=total_nimg, initial=progress.cur_nimg, unit="img", unit_scale=True, dynamic_ncols=True,
                disable=not acc.is_main_process, mininterval=2.0)
@@ -485,7 +485,7 @@ def run_steps(cfg: Config, run_dir: Path, trainer: Trainer, progress: Progress, 
         trainer.step(progress, mask_ratio)
         bar.update(progress.cur_nimg - prev)
         done = progress.cur_nimg >= stop_nimg or out_of_time(acc, start, stop_after_min, progress.step)
-        if crossed(prev, progress.cur_nimg, t.log_kimg) or done:
+        if crossed(prev, progress.cur_nimg, train_cfg.log_kimg) or done:
             elapsed = time.time() - tick_time
             stats = {"kimg": progress.cur_nimg / 1000, "step": progress.step, **trainer.take_means(progress),
                      "lr": trainer.learning_rate(prev), "mask_ratio": mask_ratio,
@@ -519,19 +519,19 @@ class PeriodicOutputs:
     def write(self, progress: Progress, prev_nimg: int, prev_seconds: float, done: bool) -> None:
         """Snapshot, checkpoint, then the grid: a kill between two writes never loses a snapshot (the resumed run
         redoes the step), and a grid that fails (its VAE) never costs progress."""
-        t, trainer, acc = self.cfg.train, self.trainer, self.trainer.accelerator
-        by_images = crossed(prev_nimg, progress.cur_nimg, t.snapshot_kimg)
-        by_minutes = crossed_minutes(prev_seconds, progress.train_seconds, t.snapshot_minutes)
+        train_cfg, trainer, acc = self.cfg.train, self.trainer, self.trainer.accelerator
+        by_images = crossed(prev_nimg, progress.cur_nimg, train_cfg.snapshot_kimg)
+        by_minutes = crossed_minutes(prev_seconds, progress.train_seconds, train_cfg.snapshot_minutes)
         if acc.is_main_process and (by_images or by_minutes):
             check_weights_finite(trainer, progress, "snapshot")
             ckpt.write_snapshot(self.run_dir, progress.cur_nimg / 1000, trainer.ema.state_dict(),
                                 snapshot_meta(self.cfg, trainer.data.snapshot_meta, progress),
-                                t.keep_snapshots)
-        if crossed(prev_nimg, progress.cur_nimg, t.checkpoint_kimg) or done:
+                                train_cfg.keep_snapshots)
+        if crossed(prev_nimg, progress.cur_nimg, train_cfg.checkpoint_kimg) or done:
             path = save_checkpoint(self.run_dir, self.cfg, trainer, progress)
             if path is not None:
                 self.log.print(f"checkpoint {path}")
-        if acc.is_main_process and t.sample_kimg > 0 and (crossed(prev_nimg, progress.cur_nimg, t.sample_kimg) or done):
+        if acc.is_main_process and train_cfg.sample_kimg > 0 and (crossed(prev_nimg, progress.cur_nimg, train_cfg.sample_kimg) or done):
             self.write_grid(progress)
 
     def write_grid(self, progress: Progress) -> None:
