@@ -110,11 +110,11 @@ def main(argv=None) -> list[dict]:
         left = deadline - time.time()
         if left < 20:
             rows.append({"name": name, "error": "skipped: the check's time budget was spent"})
-            continue
-        rows.append(run_one(name, tiny(flags) if args.tiny else flags, common, min(left, args.budget_s / 3)))
+        else:
+            rows.append(run_one(name, tiny(flags) if args.tiny else flags, common, min(left, args.budget_s / 3)))
         print(json.dumps(rows[-1]), flush=True)
+        # after every row, so a machine taken back mid-check still leaves the rows measured so far
         (out / "gpu_check.json").write_text(json.dumps({"environment": env, "rows": rows}, indent=1) + "\n")
-    (out / "gpu_check.json").write_text(json.dumps({"environment": env, "rows": rows}, indent=1) + "\n")
     (out / "gpu_check.md").write_text(markdown(env, rows))
     return rows
 
