@@ -8,7 +8,7 @@ Examples:
   python eval_latent.py images --config configs/test/fashion-mnist.yaml --source npz:samples.npz --ref fm-ref.npz
 Sources (dataio/image_sources.py, the same names as extract_latent.py; the split defaults to test): fashion_mnist[:SPLIT[:DIR]]
 (32×32 zero-padded), cifar10[:SPLIT[:DIR]], npz:FILE (arr_0 uint8 NHWC), folder:DIR (PNGs). Config keys can be
-overridden as key=value (e.g. cfg_scale=1 num_samples=10000).
+overridden as key=value (e.g. sampling.cfg_scale=1 num_samples=10000).
 """
 
 import argparse

@@ -20,7 +20,7 @@ from accelerate.utils import gather_object
 
 from dataio.autoencoder import Decoder
 from dataio.image_io import grid_image, save_png_atomic, to_uint8
-from diffusion.generation import SamplingOptions, generate, labels_for_seeds
+from diffusion.generation import DEFAULT_STEPS, SAMPLERS, SamplingOptions, generate, labels_for_seeds
 from models.snapshot import load_for_sampling
 from utils.atomic import atomic_savez
 from utils.distributed import release_process_group
@@ -33,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, default=64)
     p.add_argument("--seed-start", type=int, default=0)
     p.add_argument("--class", dest="fixed_class", type=int, help="generate only this class")
-    p.add_argument("--sampler", default="edm", choices=["edm", "euler", "ddim", "ddpm"])
+    p.add_argument("--sampler", default="edm", choices=SAMPLERS)
     p.add_argument("--steps", type=int, help="sampling steps (default: edm/euler 40, ddim 50, ddpm 1000)")
     p.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale; 1 = unguided")
     p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("SIGMA_LO", "SIGMA_HI"),
@@ -47,10 +47,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     for flag, value in (("--num-samples", args.num_samples), ("--batch", args.batch), ("--steps", args.steps)):
         if value is not None and value <= 0:
             p.error(f"{flag} must be positive (got {value})")
+    if (problem := sampling_options(args).problem()) is not None:
+        p.error(problem)
     return args
 
 
-DEFAULT_STEPS = {"edm": 40, "euler": 40, "ddim": 50, "ddpm": 1000}
+def sampling_options(args: argparse.Namespace) -> SamplingOptions:
+    """The flags as the one sampling schema (diffusion/generation.py); --steps defaults per sampler."""
+    lo, hi = args.guidance_interval if args.guidance_interval else (None, None)
+    steps = args.steps if args.steps is not None else DEFAULT_STEPS[args.sampler]
+    return SamplingOptions(sampler=args.sampler, num_steps=steps, cfg_scale=args.cfg_scale, guidance_sigma_lo=lo,
+                           guidance_sigma_hi=hi, s_churn=args.s_churn, clip_denoised=args.clip_denoised)
 
 
 def output_kind(out: str) -> str:
@@ -81,10 +88,7 @@ def main(argv=None) -> None:
     else:
         todo = list(range(len(seeds)))
     mine = todo[state.process_index::state.num_processes]
-    steps = args.steps if args.steps is not None else DEFAULT_STEPS[args.sampler]
-    opts = SamplingOptions(args.sampler, steps, args.cfg_scale,
-                           tuple(args.guidance_interval) if args.guidance_interval else None, args.s_churn,
-                           args.clip_denoised)
+    opts = sampling_options(args)
     my_seeds = [seeds[i] for i in mine]
     my_labels = labels[mine] if labels is not None else None
     results = []

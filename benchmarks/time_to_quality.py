@@ -87,7 +87,7 @@ ROWS = {
     "unet_ddpm": Row("U-Net DDPM (ε, uniform t)", [
         "model.arch=ddpm_unet", "model.precond=vp", "mask.ratio=0", "model.unet_channels=32",
         "diffusion.strategy.name=ddpm_uniform", "optim.lr=2e-4", "optim.grad_clip=1"],
-        ["sampler=ddpm", "num_steps=50", "clip_denoised=true"]),
+        ["sampling.sampler=ddpm", "sampling.num_steps=50", "sampling.clip_denoised=true"]),
 }
 REFERENCE_ROW, TARGET_ROW = "maskdit_edm", "dit_edm"
 ADAPTIVE_ROWS = ("maskdit_importance", "maskdit_lp", "maskdit_excess", "maskdit_excess_sampling")
@@ -171,7 +171,7 @@ class Evaluator:
 
         # evaluation seeds depend on the run's seed only: the same noise and classes for every row of a seed
         cfg = load_eval_config(self.proto.eval_config, [
-            f"num_samples={self.proto.num_samples}", f"num_steps={self.proto.num_steps}", "sampler=edm",
+            f"num_samples={self.proto.num_samples}", f"sampling.num_steps={self.proto.num_steps}", "sampling.sampler=edm",
             f"seed_start={seed * 1_000_000}", *overrides])
         return evaluate_snapshot(snapshot, cfg, self.feature_net, self.ref, self.ref_pool, self.device, grid)
 

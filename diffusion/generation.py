@@ -8,14 +8,40 @@ import torch
 from diffusion.samplers import SeededRandn, guided_denoiser, limited_guidance, run_sampler
 
 
+SAMPLERS = ("edm", "euler", "ddim", "ddpm")
+DEFAULT_STEPS = {"edm": 40, "euler": 40, "ddim": 50, "ddpm": 1000}
+
+
 @dataclass
 class SamplingOptions:
-    sampler: str = "edm"  # edm | euler | ddim | ddpm
+    """How to sample: the one schema behind generate.py's flags, the evaluation config's `sampling:` and the
+    training config's `grid.sampling:` (both nest it, so a key means the same everywhere)."""
+
+    sampler: str = "edm"  # edm (Heun) | euler | ddim | ddpm
     num_steps: int = 40
-    cfg_scale: float = 1.0
-    guidance_interval: tuple[float, float] | None = None  # (σ_lo, σ_hi): guide only inside
-    s_churn: float = 0.0
-    clip_denoised: bool = False  # ddim / ddpm: clamp x̂0 to [−1, 1] each step (pixel models only)
+    cfg_scale: float = 1.0  # classifier-free guidance; 1 = unguided
+    guidance_sigma_lo: float | None = None  # guide only for σ in [lo, hi] when both are set
+    guidance_sigma_hi: float | None = None
+    s_churn: float = 0.0  # EDM stochasticity (edm / euler)
+    clip_denoised: bool = False  # ddim / ddpm: clamp x̂0 to [−1, 1] each step (pixel models only; Ho et al.'s code)
+
+    @property
+    def guidance_interval(self) -> tuple[float, float] | None:
+        if self.guidance_sigma_lo is None:
+            return None
+        return self.guidance_sigma_lo, self.guidance_sigma_hi
+
+    def problem(self) -> str | None:
+        """What is wrong with these options (names the key), or None."""
+        if self.sampler not in SAMPLERS:
+            return f"sampler: {self.sampler!r} is not one of {' | '.join(SAMPLERS)}"
+        if self.num_steps <= 0:
+            return f"num_steps: must be positive (got {self.num_steps})"
+        if (self.guidance_sigma_lo is None) != (self.guidance_sigma_hi is None):
+            return "guidance_sigma_lo and guidance_sigma_hi go together"
+        if self.clip_denoised and self.sampler not in ("ddim", "ddpm"):
+            return f"clip_denoised: only the ddim and ddpm samplers clip x̂0 (sampler is {self.sampler})"
+        return None
 
 
 def labels_for_seeds(seeds: list[int], num_classes: int, fixed_class: int | None = None) -> torch.Tensor | None:

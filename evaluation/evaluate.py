@@ -50,12 +50,10 @@ def reference_pool_features(ref: dict, feature_net, cfg: EvalConfig, device) -> 
 
 
 def generated_batches(net, decoder, cfg: EvalConfig, seeds: list[int], device) -> Iterator[ImageBatch]:
-    from diffusion.generation import SamplingOptions, generate, labels_for_seeds
+    from diffusion.generation import generate, labels_for_seeds
 
-    interval = (cfg.guidance_sigma_lo, cfg.guidance_sigma_hi) if cfg.guidance_sigma_lo is not None else None
-    opts = SamplingOptions(cfg.sampler, cfg.num_steps, cfg.cfg_scale, interval, cfg.s_churn, cfg.clip_denoised)
     labels = labels_for_seeds(seeds, net.backbone.spec.num_classes)
-    for _, chunk_labels, images in generate(net, decoder, seeds, labels, opts, cfg.batch_gpu, device):
+    for _, chunk_labels, images in generate(net, decoder, seeds, labels, cfg.sampling, cfg.batch_gpu, device):
         yield torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2), chunk_labels
 
 

@@ -37,5 +37,5 @@ last=$(ls -d "$RUN"/checkpoints/[0-9]* | sort | tail -n 1)
 launch train.py --config "configs/finetune/imagenet$RES-latent-const.yaml" data.path="$LATENTS" --init-from "$last"
 for cfg in 1.5 1.0; do
   launch eval_latent.py --config "configs/test/maskdit-$RES.yaml" --ckpt "$FT" --ref "$REF" \
-      cfg_scale=$cfg --out "$FT/fid-cfg$cfg.json"
+      sampling.cfg_scale=$cfg --out "$FT/fid-cfg$cfg.json"
 done

@@ -39,7 +39,7 @@ TINY_OVERRIDES = [
     "model.depth=2", "model.width=32", "model.heads=2", "model.patch_size=4",
     "model.decoder_depth=1", "model.decoder_width=32", "model.decoder_heads=2",
     "train.batch_size=16", "train.total_kimg=0.128", "train.log_kimg=0.032", "train.checkpoint_kimg=0.064",
-    "train.snapshot_kimg=0.064", "train.sample_kimg=0.128", "grid.num_images=10", "grid.num_steps=3",
+    "train.snapshot_kimg=0.064", "train.sample_kimg=0.128", "grid.num_images=10", "grid.sampling.num_steps=3",
     "optim.warmup_kimg=0.05",
 ]
 

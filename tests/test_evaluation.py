@@ -115,7 +115,7 @@ def test_fmnist_model_evaluation_end_to_end(full_run, tmp_path, tiny_fmnist, mon
     net = fmnist_features.train_classifier(str(tiny_fmnist), epochs=1)
     fmnist_features.cache_path().parent.mkdir(parents=True)
     torch.save(net.state_dict(), fmnist_features.cache_path())
-    common = ["--config", "configs/test/fashion-mnist.yaml", "batch_gpu=16", "pr_features=20", "num_steps=3"]
+    common = ["--config", "configs/test/fashion-mnist.yaml", "batch_gpu=16", "pr_features=20", "sampling.num_steps=3"]
     run_cli("eval_latent.py", "ref", *common, "--source", f"fashion_mnist:train:{tiny_fmnist}", "--out",
             str(tmp_path / "ref.npz"), env_extra={"MASKDIT_CACHE": str(tmp_path / "cache")})
     proc = run_cli("eval_latent.py", *common, "--ckpt", str(full_run), "--num-samples", "20", "--ref",

@@ -86,6 +86,31 @@ def test_the_runs_sample_grid_is_generate_py_output(full_run, tmp_path):
     assert np.array_equal(np.array(Image.open(run_grid)), np.array(Image.open(tmp_path / "grid.png")))
 
 
+def test_one_sampling_schema_for_flags_eval_config_and_grid():
+    """generate.py's flags, the evaluation config's `sampling:` and the grid's `grid.sampling:` are one schema:
+    the same settings give equal SamplingOptions, and a bad value is one error naming the key."""
+    import generate
+    from evaluation.config import load_eval_config
+    from training.config import ConfigError, load_config
+
+    flags = generate.sampling_options(generate.parse_args([
+        "--ckpt", "x", "--out", "y.png", "--sampler", "ddpm", "--steps", "50", "--cfg-scale", "2",
+        "--guidance-interval", "0.3", "5", "--clip-denoised"]))
+    keys = ["sampler=ddpm", "num_steps=50", "cfg_scale=2", "guidance_sigma_lo=0.3", "guidance_sigma_hi=5",
+            "clip_denoised=true"]
+    evaluation = load_eval_config("configs/test/fashion-mnist.yaml", [f"sampling.{k}" for k in keys]).sampling
+    grid = load_config("configs/train/fashion-mnist.yaml", [f"grid.sampling.{k}" for k in keys]).grid.sampling
+    assert flags == evaluation == grid and flags.guidance_interval == (0.3, 5.0)
+    assert generate.sampling_options(generate.parse_args(["--ckpt", "x", "--out", "y.png", "--sampler", "ddim"])
+                                     ).num_steps == 50  # the per-sampler default
+    with pytest.raises(ConfigError, match="sampling.guidance_sigma_lo and guidance_sigma_hi go together"):
+        load_eval_config("configs/test/fashion-mnist.yaml", ["sampling.guidance_sigma_lo=0.3"])
+    with pytest.raises(ConfigError, match="grid.sampling.sampler: 'heun' is not one of"):
+        load_config("configs/train/fashion-mnist.yaml", ["grid.sampling.sampler=heun"])
+    with pytest.raises(ConfigError, match="grid.sampling.clip_denoised: only the ddim and ddpm"):
+        load_config("configs/train/fashion-mnist.yaml", ["grid.sampling.clip_denoised=true"])
+
+
 def test_generate_bad_ckpt_is_one_line(tmp_path):
     proc = run_cli("generate.py", "--ckpt", str(tmp_path / "nope"), "--out", str(tmp_path / "g.png"), check=False)
     assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1

@@ -9,6 +9,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from diffusion.generation import SamplingOptions
 from models.maskdit import ARCHS, CHECKPOINTING
 from models.routing import RouteSpec
 from utils.layered_config import ConfigError, load_layered
@@ -105,11 +106,10 @@ class TrainConfig:
 
 @dataclass
 class GridConfig:
-    """Sample grid written every sample_kimg (EMA weights, fixed seeds)."""
+    """Sample grid written every sample_kimg: EMA weights, image i = generate.py's image with seed i."""
 
     num_images: int = 64
-    num_steps: int = 18
-    cfg_scale: float = 1.0
+    sampling: SamplingOptions = field(default_factory=lambda: SamplingOptions(num_steps=18))
 
 
 @dataclass
@@ -172,6 +172,8 @@ def validate(cfg: Config) -> None:
                           f"{' | '.join(CHECKPOINTING)}")
     if cfg.model.residual_bf16 and train_cfg.mixed_precision != "bf16":
         raise ConfigError("model.residual_bf16 needs train.mixed_precision bf16")
+    if (problem := cfg.grid.sampling.problem()) is not None:
+        raise ConfigError(f"grid.sampling.{problem}")
     if cfg.model.precond not in ("edm", "vp"):
         raise ConfigError(f"model.precond: {cfg.model.precond!r} is not one of edm | vp")
 

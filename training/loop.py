@@ -20,7 +20,7 @@ from dataio.image_io import grid_image, save_png_atomic, to_uint8
 from dataio.training_data import TrainingData, build_training_data, check_matches_model
 from diffusion.loss import MaskDiTLoss
 from diffusion.mask_schedule import mask_ratio_at
-from diffusion.generation import SamplingOptions, generate, labels_for_seeds
+from diffusion.generation import generate, labels_for_seeds
 from diffusion.step_draws import draw_step, micro_batch_offset, step_generator
 from diffusion.strategies import build_strategy
 from diffusion.telemetry import SigmaTelemetry
@@ -260,20 +260,15 @@ class Trainer:
 # Periodic outputs.
 
 
-def grid_sampling(cfg: Config) -> tuple[list[int], SamplingOptions]:
-    """The grid's seeds and sampler: image i is generate.py's image with seed i (EDM Heun, grid.num_steps,
-    grid.cfg_scale), so `generate.py --ckpt <snapshot> --num-samples N --steps S --cfg-scale G` reproduces it."""
-    return list(range(cfg.grid.num_images)), SamplingOptions("edm", cfg.grid.num_steps, cfg.grid.cfg_scale)
-
-
 @torch.no_grad()
 def write_grid(ema: EMA, cfg: Config, decoder: Decoder, path: Path, device) -> None:
-    """EMA samples through the one generation path (diffusion/generation.py); class = seed mod classes, so a
-    conditional grid puts one class per column."""
-    seeds, opts = grid_sampling(cfg)
-    classes = cfg.model.num_classes
+    """EMA samples through the one generation path (diffusion/generation.py): image i uses seed i and class
+    i mod classes (one class per column), so `generate.py --ckpt <snapshot> --num-samples N` with the flags of
+    grid.sampling reproduces the grid."""
+    seeds, classes = list(range(cfg.grid.num_images)), cfg.model.num_classes
     labels = labels_for_seeds(seeds, classes)
-    images = torch.cat([batch for _, _, batch in generate(ema.net, decoder, seeds, labels, opts, len(seeds), device)])
+    images = torch.cat([batch for _, _, batch in generate(ema.net, decoder, seeds, labels, cfg.grid.sampling,
+                                                           len(seeds), device)])
     save_png_atomic(grid_image(to_uint8(images), cols=classes or None), path)
 
 
