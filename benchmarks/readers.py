@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from dataio.latent_batches import PickedCopies, StreamBatchSampler, loader_kwargs
+from dataio.latent_batches import LatentRecordsByFlip, StreamBatchSampler, loader_kwargs
 from dataio.latent_store import LatentLMDB, LatentWriter, release_read_envs
 from dataio.shards import iterate_shards, write_shards
 from dataio.stream import ShuffledIndexStream
@@ -68,7 +68,7 @@ def main() -> None:
         release_read_envs()  # a worker cannot open a path its parent holds open
         kwargs = loader_kwargs(workers, "cpu")
         stream = ShuffledIndexStream(len(LatentLMDB(store)), seed=0, xflip=True)
-        lmdb_loader = torch.utils.data.DataLoader(PickedCopies(LatentLMDB(store)),
+        lmdb_loader = torch.utils.data.DataLoader(LatentRecordsByFlip(LatentLMDB(store)),
                                                   batch_sampler=StreamBatchSampler(stream, args.batch), **kwargs)
         wds_loader = torch.utils.data.DataLoader(iterate_shards(tmp / "wds", True, 2000, seed=0),
                                                  batch_size=args.batch, **kwargs)

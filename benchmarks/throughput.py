@@ -33,7 +33,8 @@ from diffusion.strategies import build_strategy  # noqa: E402
 from models.build import build_network  # noqa: E402
 from training.config import Config, ModelConfig  # noqa: E402
 from training.fp8 import fp8_refusal  # noqa: E402
-from training.loop import Progress, assemble_trainer, build_model_parts, make_accelerator  # noqa: E402
+from training.checkpoint import Progress  # noqa: E402
+from training.loop import BatchLayout, assemble_trainer, build_model_parts, make_accelerator  # noqa: E402
 from training.objective import TrainingObjective  # noqa: E402
 
 MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
@@ -85,9 +86,9 @@ def build_trainer(cfg: Config, work_dir: Path):
     device = accelerator.device
     if cfg.train.fp8 and (refusal := fp8_refusal(device, cfg.train.mixed_precision)):
         raise SystemExit(refusal)
-    net, ema, optimizer, strategy = build_model_parts(cfg, device)
-    trainer = assemble_trainer(cfg, accelerator, net, ema, optimizer, strategy, in_memory_latents(cfg, device),
-                               cfg.train.batch_size, 1)
+    parts = build_model_parts(cfg, device)
+    trainer = assemble_trainer(cfg, accelerator, parts, in_memory_latents(cfg, device),
+                               BatchLayout(cfg.train.batch_size, 1))
     return trainer, device
 
 

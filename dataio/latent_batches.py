@@ -14,8 +14,9 @@ from dataio.latent_store import LatentLMDB
 from dataio.stream import ShuffledIndexStream
 
 
-class PickedCopies(torch.utils.data.Dataset):
-    """LMDB records indexed by (index, flip): returns the flipped copy's moments when flip is set."""
+class LatentRecordsByFlip(torch.utils.data.Dataset):
+    """The LMDB latent records as a Dataset keyed by (index, flip): the stored moments of the flipped copy when
+    flip is set (and the record has one), else of the original."""
 
     def __init__(self, store: LatentLMDB):
         self.store = store

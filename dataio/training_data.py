@@ -36,7 +36,7 @@ class TrainingData:
     sample_shape: tuple[int, int, int]
     num_classes: int
     description: str
-    snapshot_meta: dict  # what decoding needs: {"space": "pixel"} or the VAE id and latent scaling
+    decode_info: dict  # what decoding needs: {"space": "pixel"} or the VAE id and latent scaling
 
 
 def pixel_images(source_name: str, split: str, directory: str | None) -> InMemoryImages:
@@ -65,7 +65,7 @@ def build_training_data(data_cfg, seed: int, rank: int, num_ranks: int, batch_gp
 
 
 def latent_training_data(data_cfg, seed, rank, num_ranks, batch_gpu, device, data_state) -> TrainingData:
-    from dataio.latent_batches import LatentBatches, PickedCopies, StreamBatchSampler, loader_kwargs
+    from dataio.latent_batches import LatentBatches, LatentRecordsByFlip, StreamBatchSampler, loader_kwargs
     from dataio.latent_store import LatentLMDB
     from dataio.shards import iterate_shards, read_index
 
@@ -77,7 +77,7 @@ def latent_training_data(data_cfg, seed, rank, num_ranks, batch_gpu, device, dat
     start = data_state["position"] if data_state is not None else 0
     if store is not None:
         stream = ShuffledIndexStream.resumed(len(store), seed, rank, num_ranks, data_cfg.xflip, data_state)
-        loader = torch.utils.data.DataLoader(PickedCopies(store), batch_sampler=StreamBatchSampler(stream, batch_gpu),
+        loader = torch.utils.data.DataLoader(LatentRecordsByFlip(store), batch_sampler=StreamBatchSampler(stream, batch_gpu),
                                              **kwargs)
     else:
         stream = None

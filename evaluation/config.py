@@ -1,4 +1,5 @@
-"""Evaluation config schema (configs/test/*.yaml), layered like the training configs."""
+"""Evaluation config schema (configs/test/*.yaml), layered like the training configs. The defaults are the
+MaskDiT paper's FID-50K protocol (configs/test/maskdit-256.yaml names it); files set only what differs."""
 
 from dataclasses import dataclass, field
 

@@ -58,6 +58,13 @@ def load_weights(path: str | Path) -> tuple[dict, dict | None]:
     return tensors, json.loads(raw) if raw is not None else None
 
 
+def snapshot_metadata(model: dict, data: dict, config: dict, kimg: float, train_minutes: float) -> dict:
+    """The metadata record (without "format", which save_snapshot adds): model = ModelConfig fields (what
+    build_network needs), data = what decoding needs (dataio/autoencoder.py's Decoder), config = the resolved
+    run config, kimg / train_minutes = training progress when the EMA was taken."""
+    return {"model": model, "data": data, "config": config, "kimg": kimg, "train_minutes": train_minutes}
+
+
 def save_snapshot(path: str | Path, ema_state: dict, meta: dict) -> None:
     save_weights(path, ema_state, {"format": SNAPSHOT_FORMAT, **meta})
 

@@ -84,8 +84,8 @@ def read_checkpoint(ckpt_dir: Path) -> tuple[dict, dict]:
     read through the suite's own verified loader."""
     from training.checkpoint import load_checkpoint
 
-    net_state, state, ema_state, meta = load_checkpoint(ckpt_dir)
-    return {**state, "net": net_state}, {**meta, "ema": ema_state}
+    loaded = load_checkpoint(ckpt_dir)
+    return {**loaded.state, "net": loaded.net_state}, {**loaded.meta, "ema": loaded.ema_state}
 
 
 def read_snapshot_meta(path: Path) -> dict:

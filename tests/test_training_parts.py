@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from dataio.fashion_mnist import load_fashion_mnist, read_idx
 from dataio.image_io import to_uint8
@@ -57,6 +58,36 @@ def test_imagenet_recipe_configs(path):
     assert cfg.optim.lr == (1e-4 if "train/" in path else 5e-5)
     assert cfg.mask.ratio == (0.5 if "train/" in path else 0.0)
     assert cfg.train.batch_size == (1024 if "train/" in path else 512)
+    assert cfg.train.total_kimg == (2_048_000 if "train/" in path else 19_200)  # 2M steps x 1024; 37.5k x 512
+    assert (cfg.mask.mae_weight, cfg.model.label_dropout, cfg.train.ema_decay, cfg.diffusion.strategy.name) == (
+        0.1, 0.1, 0.9999, "edm")
+    assert dict(cfg.diffusion.strategy.params) == {"p_mean": -1.2, "p_std": 1.2}
+
+
+def config_leaves(node, prefix=""):
+    for key, value in node.items():
+        if OmegaConf.is_dict(value) and len(value):
+            yield from config_leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(REPO)) for p in REPO.glob("configs/[eft]*/*.yaml")))
+def test_no_config_file_repeats_its_base(path):
+    """One source per value: a file sets no key to what its base (the schema, or its `base:` chain) already
+    gives; the ImageNet recipe lives in the schema defaults, not twice."""
+    from evaluation.config import EvalConfig
+    from training.config import Config
+    from utils.layered_config import load_layered
+
+    file = REPO / path
+    node = OmegaConf.load(file) or OmegaConf.create({})
+    base = node.pop("base", None)
+    schema = EvalConfig if file.parent.name == "test" else Config
+    inherited = OmegaConf.structured(load_layered(schema, file.parent / base if base else None))
+    repeated = [key for key, value in config_leaves(node) if key != "name" and
+                OmegaConf.to_container(OmegaConf.create({"v": OmegaConf.select(inherited, key)}))["v"] == value]
+    assert not repeated, f"{path} repeats its base: {repeated}"
 
 
 def test_stream_is_a_permutation_per_epoch_and_resumable():

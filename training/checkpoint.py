@@ -1,11 +1,13 @@
-"""The checkpoint format: writer and reader in one place, plus the run directory's lock.
+"""The checkpoint format: what a checkpoint holds, its writer and its reader in one place, plus the run
+directory's lock. (The EMA snapshot's own format, readable without this package, is models/snapshot.py.)
 
-checkpoints/<step:09d>/model.safetensors   the trained weights
+checkpoints/<step:09d>/model.safetensors   the trained weights (TrainedParts.net)
 checkpoints/<step:09d>/ema.safetensors     the EMA snapshot (models/snapshot.py; what generate.py reads)
-checkpoints/<step:09d>/training_state.pt   optimizer, scaler, strategy, progress, data position, RNG per rank,
-                                           config: tensors and plain Python values only (loaded weights_only)
+checkpoints/<step:09d>/training_state.pt   `training_state()`: optimizer, scaler, strategy, progress, data
+                                           position, RNG per rank, parameter checksums per rank, config: tensors
+                                           and plain Python values only (loaded weights_only)
 checkpoints/<step:09d>/checksums.json      sha256 of each file above, verified on load
-snapshots/ema-<kimg:011.3f>.safetensors    EMA snapshots kept for evaluation
+snapshots/ema-<kimg:011.3f>.safetensors    EMA snapshots kept for evaluation (`snapshot_meta()` beside the weights)
 
 A checkpoint directory is written under a temp name and renamed once complete; the last N are kept. On resume a
 damaged newest checkpoint (truncated, bytes flipped, unreadable) is skipped with a warning naming it, and the
@@ -19,12 +21,18 @@ import os
 import pickle
 import random
 import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from models.snapshot import EMA_FILE, SUFFIX, SnapshotError, load_weights, read_snapshot, save_snapshot, save_weights
+from models.build import load_matching
+from models.snapshot import (EMA_FILE, SUFFIX, SnapshotError, load_weights, read_snapshot, save_snapshot,
+                             save_weights, snapshot_metadata)
+from training.config import Config, to_dict
+from training.ema import EMA
 from utils.atomic import atomic_torch_save, atomic_write_text
 
 MODEL_FILE = "model" + SUFFIX
@@ -39,6 +47,93 @@ class CheckpointError(ValueError):
 
 class RunLockedError(RuntimeError):
     """Another live process holds the run directory."""
+
+
+# ----------------------------------------------------------------------------
+# What a checkpoint holds.
+
+
+@dataclass
+class Progress:
+    cur_nimg: int = 0
+    step: int = 0
+    train_seconds: float = 0.0  # training wall-clock over all invocations, without grid/snapshot/checkpoint writing
+
+
+@dataclass
+class TrainedParts:
+    """What training changes besides progress, data position and RNG: all of it goes into a checkpoint."""
+
+    net: torch.nn.Module
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    strategy: object  # a NoiseLevelStrategy (diffusion/strategies): its learned state, if any
+
+
+def training_state(parts: TrainedParts, scaler, data_position: dict, progress: Progress, rng_per_rank: list,
+                   checksum_per_rank: list, cfg: Config) -> dict:
+    """training_state.pt: everything besides the weights that an exact resume needs."""
+    return {"optimizer": parts.optimizer.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
+            "strategy": parts.strategy.state_dict(), "data": data_position, "rng": rng_per_rank,
+            "cur_nimg": progress.cur_nimg, "step": progress.step, "train_seconds": progress.train_seconds,
+            "config": to_dict(cfg), "param_checksums": checksum_per_rank}
+
+
+def snapshot_meta(cfg: Config, decode_info: dict, progress: Progress) -> dict:
+    """The metadata an EMA snapshot carries for this run (keys: models/snapshot.py)."""
+    return snapshot_metadata(asdict(cfg.model), decode_info, to_dict(cfg), progress.cur_nimg / 1000,
+                             progress.train_seconds / 60)
+
+
+class Loaded(NamedTuple):
+    """One checkpoint as read by load_checkpoint."""
+
+    directory: Path
+    net_state: dict
+    state: dict  # training_state()
+    ema_state: dict
+    meta: dict  # snapshot_meta()
+
+
+def restore(loaded: Loaded, parts: TrainedParts, scaler, progress: Progress) -> None:
+    """Load a checkpoint into freshly built parts (before accelerator.prepare). The data position goes to
+    build_training_data; RNG states are restored last (restore_rng_of_rank), after everything that draws."""
+    where = loaded.directory
+    load_matching(parts.net, loaded.net_state, f"resume from {where}")
+    load_matching(parts.ema.net, loaded.ema_state, f"resume from {where} (EMA)")
+    parts.optimizer.load_state_dict(loaded.state["optimizer"])
+    parts.strategy.load_state_dict(loaded.state["strategy"])
+    if loaded.state.get("scaler") is not None and scaler is not None:
+        scaler.load_state_dict(loaded.state["scaler"])
+    progress.cur_nimg, progress.step = loaded.state["cur_nimg"], loaded.state["step"]
+    progress.train_seconds = loaded.state.get("train_seconds", 0.0)  # absent in checkpoints of older versions
+
+
+def restore_rng_of_rank(state: dict, process_index: int, num_processes: int) -> bool:
+    """This rank's RNG state from the checkpoint; False (fresh streams) when the process count changed."""
+    if len(state["rng"]) != num_processes:
+        return False
+    restore_rng(state["rng"][process_index])
+    return True
+
+
+def init_weights_from(path: str | Path, parts: TrainedParts) -> str:
+    """Finetune start: weights and EMA from a checkpoint directory (or an EMA snapshot for both); optimizer,
+    strategy and progress start fresh. -> what was loaded, for the log."""
+    path = Path(path)
+    if path.is_dir():
+        loaded = load_checkpoint(path)
+        load_matching(parts.net, loaded.net_state, f"--init-from {path}")
+        load_matching(parts.ema.net, loaded.ema_state, f"--init-from {path} (EMA)")
+        return f"weights + EMA from checkpoint {path}"
+    ema_state, _ = read_snapshot(path)  # a bare snapshot: its EMA weights serve for both
+    load_matching(parts.net, ema_state, f"--init-from {path}")
+    load_matching(parts.ema.net, ema_state, f"--init-from {path}")
+    return f"EMA weights from snapshot {path} (used for model and EMA)"
+
+
+# ----------------------------------------------------------------------------
+# Files: written atomically, checksummed, pruned; damaged ones skipped on resume.
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
@@ -63,15 +158,16 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_checkpoint(run_dir: Path, step: int, net_state: dict, state: dict, ema_state: dict, snapshot_meta: dict,
+def write_checkpoint(run_dir: Path, step: int, net_state: dict, state: dict, ema_state: dict, meta: dict,
                      keep: int) -> Path:
-    """Rank 0 only. Files go to a temp dir that is renamed into place once complete and checksummed."""
+    """Rank 0 only: (weights, training_state(), EMA weights, snapshot_meta()). Files go to a temp dir that is
+    renamed into place once complete and checksummed."""
     root = Path(run_dir) / "checkpoints"
     final = root / f"{step:09d}"
     tmp = root / f"{TEMP_PREFIX}{step:09d}"
     shutil.rmtree(tmp, ignore_errors=True)
     save_weights(tmp / MODEL_FILE, net_state)
-    save_snapshot(tmp / EMA_FILE, ema_state, snapshot_meta)
+    save_snapshot(tmp / EMA_FILE, ema_state, meta)
     atomic_torch_save(state, tmp / STATE_FILE)
     sums = {name: sha256(tmp / name) for name in (MODEL_FILE, EMA_FILE, STATE_FILE)}
     atomic_write_text(tmp / CHECKSUM_FILE, json.dumps(sums, indent=1) + "\n")
@@ -109,10 +205,9 @@ def verify(ckpt_dir: Path) -> None:
             raise CheckpointError(f"{ckpt_dir / name}: checksum mismatch (the file is damaged)")
 
 
-def load_checkpoint(ckpt_dir: Path) -> tuple[dict, dict, dict, dict]:
-    """-> (model weights, training state, EMA weights, snapshot metadata); one CheckpointError line when the
-    directory is not a complete, intact checkpoint of this format. Nothing is unpickled beyond tensors and
-    plain values (weights_only)."""
+def load_checkpoint(ckpt_dir: Path) -> Loaded:
+    """One CheckpointError line when the directory is not a complete, intact checkpoint of this format.
+    Nothing is unpickled beyond tensors and plain values (weights_only)."""
     ckpt_dir = Path(ckpt_dir)
     if not (ckpt_dir / STATE_FILE).is_file():
         raise CheckpointError(f"{ckpt_dir}: not a checkpoint directory (missing {STATE_FILE})")
@@ -123,22 +218,22 @@ def load_checkpoint(ckpt_dir: Path) -> tuple[dict, dict, dict, dict]:
         ema_state, meta = read_snapshot(ckpt_dir / EMA_FILE)
     except (SnapshotError, RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
         raise CheckpointError(f"{ckpt_dir}: unreadable ({str(err).splitlines()[0]})") from None
-    return net_state, state, ema_state, meta
+    return Loaded(ckpt_dir, net_state, state, ema_state, meta)
 
 
-def load_newest_healthy(run_dir: Path, warn=print) -> tuple[Path, tuple] | tuple[None, None]:
-    """The newest checkpoint that verifies and loads; damaged newer ones are skipped with a warning. -> (dir,
-    load_checkpoint(dir)), or (None, None) when there is none; CheckpointError if all of them are damaged."""
+def load_newest_healthy(run_dir: Path, warn=print) -> Loaded | None:
+    """The newest checkpoint that verifies and loads; damaged newer ones are skipped with a warning. None when
+    there is none; CheckpointError if all of them are damaged."""
     dirs = checkpoint_dirs(run_dir)
     for ckpt_dir in reversed(dirs):
         try:
-            return ckpt_dir, load_checkpoint(ckpt_dir)
+            return load_checkpoint(ckpt_dir)
         except CheckpointError as err:
             if warn is not None:
                 warn(f"warning: skipping checkpoint {ckpt_dir.name}: {err}", flush=True)
     if dirs:
         raise CheckpointError(f"{run_dir}: none of the {len(dirs)} checkpoints can be used (see the warnings above)")
-    return None, None
+    return None
 
 
 def remove_stale_temp_files(run_dir: Path) -> None:

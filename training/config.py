@@ -1,5 +1,9 @@
 """Typed training config schema: schema defaults ← base file(s) ← experiment file ← CLI dotlist.
 
+The schema defaults are the MaskDiT paper's ImageNet-256 recipe (REFERENCE.md §1; configs/train/
+imagenet256-latent.yaml adds only the data path, compile and output intervals). Every config file sets only
+what differs from its base, so each value has one source (tests/test_training_parts.py checks).
+
 The layering itself (and the one-line errors naming a file and key) lives in utils/layered_config.py.
 """
 

@@ -5,10 +5,11 @@ directory; `init_from` starts a fresh run from another run's weights and EMA (fi
 """
 
 import contextlib
+import dataclasses
 import json
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from accelerate import Accelerator
@@ -24,10 +25,10 @@ from diffusion.generation import generate, labels_for_seeds
 from diffusion.step_draws import draw_step, micro_batch_offset, step_generator
 from diffusion.strategies import build_strategy
 from diffusion.telemetry import SigmaTelemetry
-from models.build import build_network, count_parameters, load_matching
-from models.snapshot import read_snapshot
+from models.build import build_network, count_parameters
 from training import checkpoint as ckpt
-from training.config import Config, ConfigError, to_dict, to_yaml
+from training.checkpoint import Progress, TrainedParts
+from training.config import Config, ConfigError, to_yaml
 from training.ema import EMA, ema_beta
 from training.fp8 import convert_to_fp8, fp8_refusal
 from training.objective import TrainingObjective
@@ -41,15 +42,13 @@ class NonFiniteError(RuntimeError):
     """The loss or the weights stopped being finite; the run stops before writing anything from that state."""
 
 
-@dataclass
-class Progress:
-    cur_nimg: int = 0
-    step: int = 0
-    train_seconds: float = 0.0  # training wall-clock over all invocations, without grid/snapshot/checkpoint writing
+class BatchLayout(NamedTuple):
+    batch_gpu: int  # per-process micro-batch
+    accum_rounds: int  # micro-batches per optimizer step and process
 
 
-def batch_layout(batch_size: int, batch_gpu: int | None, num_processes: int) -> tuple[int, int]:
-    """-> (per-process micro-batch, accumulation rounds) that keep the global batch exact."""
+def batch_layout(batch_size: int, batch_gpu: int | None, num_processes: int) -> BatchLayout:
+    """The per-process micro-batch and accumulation rounds that keep the global batch exact."""
     per_process, rem = divmod(batch_size, num_processes)
     if rem:
         raise ConfigError(f"train.batch_size {batch_size} is not divisible by {num_processes} processes")
@@ -57,7 +56,7 @@ def batch_layout(batch_size: int, batch_gpu: int | None, num_processes: int) -> 
     rounds, rem = divmod(per_process, batch_gpu)
     if rem:
         raise ConfigError(f"train.batch_gpu {batch_gpu} does not divide the per-process batch {per_process}")
-    return batch_gpu, rounds
+    return BatchLayout(batch_gpu, rounds)
 
 
 def crossed(prev_nimg: int, cur_nimg: int, every_kimg: float) -> bool:
@@ -95,50 +94,6 @@ def make_optimizer(net: torch.nn.Module, cfg: Config, device: torch.device) -> t
                              weight_decay=o.weight_decay, fused=fused)
 
 
-def snapshot_meta(cfg: Config, data_meta: dict, progress: Progress) -> dict:
-    """What a snapshot carries beside the EMA weights (models/snapshot.py)."""
-    return {"model": asdict(cfg.model), "data": data_meta, "config": to_dict(cfg), "kimg": progress.cur_nimg / 1000,
-            "train_minutes": progress.train_seconds / 60}
-
-
-def restore(loaded: tuple, net, ema: EMA, optimizer, strategy, accelerator, progress: Progress,
-            where: Path) -> None:
-    """Load a checkpoint (ckpt.load_checkpoint's tuple) into freshly built objects (before accelerator.prepare).
-    The data position went to build_training_data; RNG states are restored last, by restore_rng_of."""
-    net_state, run_state, ema_state, _ = loaded
-    load_matching(net, net_state, f"resume from {where}")
-    load_matching(ema.net, ema_state, f"resume from {where} (EMA)")
-    optimizer.load_state_dict(run_state["optimizer"])
-    strategy.load_state_dict(run_state["strategy"])
-    if run_state.get("scaler") is not None and accelerator.scaler is not None:
-        accelerator.scaler.load_state_dict(run_state["scaler"])
-    progress.cur_nimg, progress.step = run_state["cur_nimg"], run_state["step"]
-    progress.train_seconds = run_state.get("train_seconds", 0.0)  # absent in checkpoints of older versions
-
-
-def restore_rng_of(run_state: dict, accelerator, log: RunLog) -> None:
-    rng = run_state["rng"]
-    if len(rng) == accelerator.num_processes:
-        ckpt.restore_rng(rng[accelerator.process_index])
-    else:
-        log.print(f"resume: checkpoint has RNG states of {len(rng)} processes, this run has "
-                  f"{accelerator.num_processes}; continuing with fresh RNG streams")
-
-
-def init_weights_from(path: str, net, ema: EMA) -> str:
-    """Finetune start: weights and EMA from a checkpoint directory (or an EMA snapshot for both)."""
-    path = Path(path)
-    if path.is_dir():
-        net_state, _, ema_state, _ = ckpt.load_checkpoint(path)
-        load_matching(net, net_state, f"--init-from {path}")
-        load_matching(ema.net, ema_state, f"--init-from {path} (EMA)")
-        return f"weights + EMA from checkpoint {path}"
-    ema_state, _ = read_snapshot(path)  # a bare snapshot: its EMA weights serve for both
-    load_matching(net, ema_state, f"--init-from {path}")
-    load_matching(ema.net, ema_state, f"--init-from {path}")
-    return f"EMA weights from snapshot {path} (used for model and EMA)"
-
-
 def attach_optimal_loss(strategy, data_cfg, log: RunLog, max_latents: int = 8192) -> None:
     """Give a strategy that needs it the irreducible loss J*(σ) of this run's training data on its σ bins,
     estimated once per dataset and cached beside the data (a resumed run has it in its strategy state)."""
@@ -159,19 +114,18 @@ def attach_optimal_loss(strategy, data_cfg, log: RunLog, max_latents: int = 8192
 
 
 class Trainer:
-    """One optimizer step. `objective` is the prepared (DDP-wrapped when distributed) TrainingObjective and
-    `train_objective` what the step calls (the same, compiled when train.compile); `net` is the bare network
-    (EMA, checkpoints)."""
+    """One optimizer step. `objective` is the prepared (DDP-wrapped when distributed) TrainingObjective, and
+    `train_objective` what the step calls (the same, compiled when train.compile); `parts` hold the bare network,
+    its EMA, the prepared optimizer and the strategy (what a checkpoint saves)."""
 
-    def __init__(self, cfg: Config, accelerator: Accelerator, objective, train_objective, ema: EMA, optimizer,
-                 data: TrainingData, batch_gpu: int, accum_rounds: int):
-        self.cfg, self.accelerator = cfg, accelerator
-        self.objective, self.train_objective, self.ema, self.optimizer = objective, train_objective, ema, optimizer
-        bare = accelerator.unwrap_model(objective)
-        self.net, self.strategy, self.loss_fn = bare.net, bare.strategy, bare.loss
-        self.data = data
-        self.batch_gpu, self.accum_rounds = batch_gpu, accum_rounds
-        self.batches = data.batches
+    def __init__(self, cfg: Config, accelerator: Accelerator, objective, parts: TrainedParts, data: TrainingData,
+                 layout: BatchLayout):
+        self.cfg, self.accelerator, self.objective, self.parts = cfg, accelerator, objective, parts
+        self.train_objective = compiled(objective, cfg) if cfg.train.compile else objective
+        self.net, self.ema, self.optimizer, self.strategy = parts.net, parts.ema, parts.optimizer, parts.strategy
+        self.loss_fn = accelerator.unwrap_model(objective).loss
+        self.data, self.batches = data, data.batches
+        self.batch_gpu, self.accum_rounds = layout
         self.sums = torch.zeros(4, device=accelerator.device)  # loss, denoise, mae, count since last log
         self.strategy_sums = None  # the strategy's loss_statistics since its last update (learning strategies)
         self.last_finite = (0, 0)  # (step, cur_nimg) at which the loss sums were last seen finite
@@ -187,7 +141,7 @@ class Trainer:
         gen = step_generator(self.cfg.train.seed, step, dev)
         return draw_step(self.strategy, gen, self.cfg.train.batch_size, (m.in_channels, m.resolution, m.resolution),
                          self.loss_fn.num_tokens, m.label_dropout if m.num_classes else 0.0, dev,
-                         latent=self.data.snapshot_meta["space"] == "latent", route=m.route.ratio > 0)
+                         latent=self.data.decode_info["space"] == "latent", route=m.route.ratio > 0)
 
     def step(self, progress: Progress, mask_ratio: float) -> None:
         acc = self.accelerator
@@ -301,14 +255,9 @@ def save_checkpoint(run_dir: Path, cfg: Config, trainer: "Trainer", progress: Pr
         return None
     if len(set(checksums)) > 1:
         print(f"warning: parameters differ across processes at step {progress.step}: {checksums}", flush=True)
-    state = {"optimizer": trainer.optimizer.state_dict(),
-             "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
-             "strategy": trainer.strategy.state_dict(), "data": trainer.batches.state_dict(), "rng": rng,
-             "cur_nimg": progress.cur_nimg, "step": progress.step, "train_seconds": progress.train_seconds,
-             "config": to_dict(cfg),
-             "param_checksums": checksums}
-    return ckpt.write_checkpoint(run_dir, progress.step, trainer.net.state_dict(), state,
-                                 trainer.ema.state_dict(), snapshot_meta(cfg, trainer.data.snapshot_meta, progress),
+    state = ckpt.training_state(trainer.parts, acc.scaler, trainer.batches.state_dict(), progress, rng, checksums, cfg)
+    return ckpt.write_checkpoint(run_dir, progress.step, trainer.net.state_dict(), state, trainer.ema.state_dict(),
+                                 ckpt.snapshot_meta(cfg, trainer.data.decode_info, progress),
                                  cfg.train.keep_checkpoints)
 
 
@@ -323,15 +272,15 @@ def train(cfg: Config, init_from: str | None = None, stop_after_kimg: float | No
     run_dir = Path(cfg.run_dir or Path("results") / cfg.name)
     accelerator = make_accelerator(cfg, run_dir)
     rank, world = accelerator.process_index, accelerator.num_processes
-    batch_gpu, accum_rounds = batch_layout(cfg.train.batch_size, cfg.train.batch_gpu, world)
+    layout = batch_layout(cfg.train.batch_size, cfg.train.batch_gpu, world)
     if cfg.train.fp8 and (refusal := fp8_refusal(accelerator.device, cfg.train.mixed_precision)):
         raise ConfigError(refusal)
     if init_from is not None and not Path(init_from).exists():
         raise FileNotFoundError(f"--init-from {init_from}: no such checkpoint or snapshot")
     lock = take_run_lock(run_dir, accelerator)  # noqa: F841 - held (open) for the whole run
-    resume_dir, loaded = ckpt.load_newest_healthy(run_dir, warn=print if accelerator.is_main_process else None)
-    run_state = loaded[1] if loaded is not None else None
-    data = build_training_data(cfg.data, cfg.train.seed, rank, world, batch_gpu, accelerator.device,
+    loaded = ckpt.load_newest_healthy(run_dir, warn=print if accelerator.is_main_process else None)
+    run_state = loaded.state if loaded is not None else None
+    data = build_training_data(cfg.data, cfg.train.seed, rank, world, layout.batch_gpu, accelerator.device,
                                run_state["data"] if run_state is not None else None)
     check_matches_model(data, cfg.model)
     check_outputs_can_be_made(cfg, data, accelerator)
@@ -344,24 +293,25 @@ def train(cfg: Config, init_from: str | None = None, stop_after_kimg: float | No
     log = RunLog(run_dir, accelerator)
     torch.manual_seed(cfg.train.seed * 7919 + rank)
 
-    net, ema, optimizer, strategy = build_model_parts(cfg, accelerator.device, log.print)
+    parts = build_model_parts(cfg, accelerator.device, log.print)
     progress = Progress()
-    if getattr(strategy, "needs_optimal_loss", False) and run_state is None:
+    if getattr(parts.strategy, "needs_optimal_loss", False) and loaded is None:
         with accelerator.main_process_first():  # rank 0 estimates and caches J*, the others read the cache
-            attach_optimal_loss(strategy, cfg.data, log)
-    if run_state is not None:
-        restore(loaded, net, ema, optimizer, strategy, accelerator, progress, resume_dir)
-        log.print(f"resuming from {resume_dir} at {progress.cur_nimg / 1000:.1f} kimg")
+            attach_optimal_loss(parts.strategy, cfg.data, log)
+    if loaded is not None:
+        ckpt.restore(loaded, parts, accelerator.scaler, progress)
+        log.print(f"resuming from {loaded.directory} at {progress.cur_nimg / 1000:.1f} kimg")
     elif init_from is not None:
-        log.print("initialised with " + init_weights_from(init_from, net, ema))
+        log.print("initialised with " + ckpt.init_weights_from(init_from, parts))
 
-    trainer = assemble_trainer(cfg, accelerator, net, ema, optimizer, strategy, data, batch_gpu, accum_rounds)
+    trainer = assemble_trainer(cfg, accelerator, parts, data, layout)
     accelerator.init_trackers("tensorboard")
-    log.print(f"{data.description}; {count_parameters(net) / 1e6:.2f} M parameters; "
-              f"{world} process(es) x batch_gpu {batch_gpu} x {accum_rounds} rounds = "
-              f"batch {cfg.train.batch_size}; strategy {strategy.name}; run dir {run_dir}")
-    if run_state is not None:
-        restore_rng_of(run_state, accelerator, log)
+    log.print(f"{data.description}; {count_parameters(parts.net) / 1e6:.2f} M parameters; "
+              f"{world} process(es) x batch_gpu {layout.batch_gpu} x {layout.accum_rounds} rounds = "
+              f"batch {cfg.train.batch_size}; strategy {parts.strategy.name}; run dir {run_dir}")
+    if loaded is not None and not ckpt.restore_rng_of_rank(loaded.state, rank, world):
+        log.print(f"resume: checkpoint has RNG states of {len(loaded.state['rng'])} processes, this run has "
+                  f"{world}; continuing with fresh RNG streams")
     try:
         run_steps(cfg, run_dir, trainer, progress, log, stop_after_kimg, stop_after_min)
     finally:
@@ -369,8 +319,8 @@ def train(cfg: Config, init_from: str | None = None, stop_after_kimg: float | No
     return run_dir
 
 
-def build_model_parts(cfg: Config, device, log=print) -> tuple:
-    """-> (network, EMA, optimizer, strategy), freshly initialised on `device` (train.py and the throughput
+def build_model_parts(cfg: Config, device, log=print) -> TrainedParts:
+    """The network, EMA, optimizer and strategy, freshly initialised on `device` (train.py and the throughput
     benchmark build the same)."""
     net = build_network(cfg.model).to(device).train()
     ema = EMA(net)  # before any fp8 conversion: the EMA copy stays in plain linears
@@ -378,26 +328,27 @@ def build_model_parts(cfg: Config, device, log=print) -> tuple:
         log(f"train.fp8: {convert_to_fp8(net)} block linears train in float8 (torchao)")
     optimizer = make_optimizer(net, cfg, device)
     strategy = build_strategy(cfg.diffusion.strategy.name, dict(cfg.diffusion.strategy.params), cfg.model.sigma_data)
-    return net, ema, optimizer, strategy
+    return TrainedParts(net, ema, optimizer, strategy)
 
 
-def assemble_trainer(cfg: Config, accelerator: Accelerator, net, ema: EMA, optimizer, strategy, data: TrainingData,
-                     batch_gpu: int, accum_rounds: int) -> Trainer:
-    """Wrap the built (and possibly restored) parts into the objective, prepare it (DDP, autocast), compile it
-    when asked, and return the Trainer. benchmarks/throughput.py times exactly this Trainer's step."""
-    spec = net.backbone.spec
+def assemble_trainer(cfg: Config, accelerator: Accelerator, parts: TrainedParts, data: TrainingData,
+                     layout: BatchLayout) -> Trainer:
+    """Wrap the built (and possibly restored) parts into the objective, prepare it (DDP, autocast) and return
+    the Trainer (which compiles it when asked). benchmarks/throughput.py times exactly this Trainer's step."""
+    spec = parts.net.backbone.spec
     loss_fn = MaskDiTLoss(spec.patch_size, (spec.resolution // spec.patch_size) ** 2, cfg.mask.mae_weight,
                           spec.num_classes if spec.num_classes else None)
-    objective = TrainingObjective(net, loss_fn, strategy.to(accelerator.device))
-    objective, optimizer = accelerator.prepare(objective, optimizer)
-    # One process: the whole forward compiles as one graph. Several: compiling the DDP module lets Dynamo split
-    # the graph at DDP's gradient buckets (DDPOptimizer), so communication overlaps the backward pass.
-    train_objective = objective
-    if cfg.train.compile:
-        # < 1: the partitioner recomputes cheap activations in backward to keep this share of them saved
-        torch._functorch.config.activation_memory_budget = cfg.train.activation_memory_budget
-        train_objective = torch.compile(objective, backend=cfg.train.compile_backend)
-    return Trainer(cfg, accelerator, objective, train_objective, ema, optimizer, data, batch_gpu, accum_rounds)
+    objective = TrainingObjective(parts.net, loss_fn, parts.strategy.to(accelerator.device))
+    objective, optimizer = accelerator.prepare(objective, parts.optimizer)
+    return Trainer(cfg, accelerator, objective, dataclasses.replace(parts, optimizer=optimizer), data, layout)
+
+
+def compiled(objective, cfg: Config):
+    """One process: the whole forward compiles as one graph. Several: compiling the DDP module lets Dynamo split
+    the graph at DDP's gradient buckets (DDPOptimizer), so communication overlaps the backward pass."""
+    # < 1: the partitioner recomputes cheap activations in backward to keep this share of them saved
+    torch._functorch.config.activation_memory_budget = cfg.train.activation_memory_budget
+    return torch.compile(objective, backend=cfg.train.compile_backend)
 
 
 def take_run_lock(run_dir: Path, accelerator):
@@ -431,11 +382,11 @@ def truncate_stats(run_dir: Path, cur_nimg: int) -> None:
 def check_outputs_can_be_made(cfg: Config, data: TrainingData, accelerator) -> None:
     """Load now what periodic outputs will need (the VAE that decodes sample grids of a latent run), so a
     missing one stops the run before any work instead of at the first grid."""
-    if accelerator.is_main_process and cfg.train.sample_kimg > 0 and data.snapshot_meta["space"] == "latent":
+    if accelerator.is_main_process and cfg.train.sample_kimg > 0 and data.decode_info["space"] == "latent":
         try:
-            Decoder(data.snapshot_meta, accelerator.device)
+            Decoder(data.decode_info, accelerator.device)
         except Exception as err:  # noqa: BLE001 - any loading failure is reported as one line
-            raise FileNotFoundError(f"train.sample_kimg > 0 needs the autoencoder {data.snapshot_meta.get('vae')} to "
+            raise FileNotFoundError(f"train.sample_kimg > 0 needs the autoencoder {data.decode_info.get('vae')} to "
                                     f"decode sample grids, and it cannot be loaded ({str(err).splitlines()[0]}); "
                                     "make it available or set train.sample_kimg=0") from None
 
@@ -520,7 +471,7 @@ class PeriodicOutputs:
         if acc.is_main_process and (by_images or by_minutes):
             check_weights_finite(trainer, progress, "snapshot")
             ckpt.write_snapshot(self.run_dir, progress.cur_nimg / 1000, trainer.ema.state_dict(),
-                                snapshot_meta(self.cfg, trainer.data.snapshot_meta, progress),
+                                ckpt.snapshot_meta(self.cfg, trainer.data.decode_info, progress),
                                 train_cfg.keep_snapshots)
         if crossed(prev_nimg, progress.cur_nimg, train_cfg.checkpoint_kimg) or done:
             path = save_checkpoint(self.run_dir, self.cfg, trainer, progress)
@@ -533,7 +484,7 @@ class PeriodicOutputs:
         trainer, acc = self.trainer, self.trainer.accelerator
         tag = f"{progress.cur_nimg // 1000:06d}kimg"
         if self.decoder is None:
-            self.decoder = Decoder(trainer.data.snapshot_meta, acc.device)
+            self.decoder = Decoder(trainer.data.decode_info, acc.device)
         write_grid(trainer.ema, self.cfg, self.decoder, self.run_dir / "samples" / f"grid-{tag}.png", acc.device)
         if self.sigma_bins is not None:
             plot_telemetry(self.sigma_bins, f"{trainer.strategy.name} at {progress.cur_nimg / 1000:.1f} kimg",
