@@ -84,6 +84,11 @@ ROWS = {
         "diffusion.strategy.name=excess_loss", "diffusion.strategy.params.keep_objective=false"]),
     "maskdit_edm2_pixel": Row("MaskDiT + EDM2 pixel preset (P_mean −0.8, P_std 1.6)", [
         "diffusion.strategy.params.p_mean=-0.8", "diffusion.strategy.params.p_std=1.6"]),
+    # The bf16 residual stream's quality A/B (training/config.py model.residual_bf16): compare these two with each
+    # other over the image grid (a CPU without bf16 units runs them ~7x slower, so their img/s says nothing).
+    "maskdit_bf16": Row("MaskDiT + EDM, bf16 autocast", ["train.mixed_precision=bf16"]),
+    "maskdit_bf16_residual": Row("MaskDiT + EDM, bf16 autocast + bf16 residual stream", [
+        "train.mixed_precision=bf16", "model.residual_bf16=true"]),
     "unet_ddpm": Row("U-Net DDPM (ε, uniform t)", [
         "model.arch=ddpm_unet", "model.precond=vp", "mask.ratio=0", "model.unet_channels=32",
         "diffusion.strategy.name=ddpm_uniform", "optim.lr=2e-4", "optim.grad_clip=1"],
@@ -93,7 +98,7 @@ REFERENCE_ROW, TARGET_ROW = "maskdit_edm", "dit_edm"
 ADAPTIVE_ROWS = ("maskdit_importance", "maskdit_lp", "maskdit_excess", "maskdit_excess_sampling")
 FIXED_MASKDIT_ROWS = ("maskdit_edm", "maskdit_speed", "maskdit_min_snr", "maskdit_edm2_pixel")
 SEED_CLAIMS = (("dit_speed", "dit_ddpm"), ("dit_min_snr", "dit_ddpm"), ("dit_tread", "dit_edm"),
-               ("maskdit_tread", "maskdit_edm"))
+               ("maskdit_tread", "maskdit_edm"), ("maskdit_bf16_residual", "maskdit_bf16"))
 
 
 @dataclass

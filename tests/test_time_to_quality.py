@@ -19,6 +19,17 @@ TINY_MODEL = ["model.depth=4", "model.width=32", "model.heads=2", "model.decoder
               "model.decoder_heads=2", "train.batch_size=16", "optim.warmup_kimg=0.05"]
 
 
+@pytest.mark.parametrize("name", sorted(ttq.ROWS))
+def test_every_row_is_a_valid_config(name):
+    """A row's overrides load on the protocol's configs (a bad key or combination fails here, not hours into a run)."""
+    from evaluation.config import load_eval_config
+    from training.config import load_config
+
+    defaults = ttq.Protocol()
+    load_config(REPO / defaults.config, ttq.ROWS[name].train_overrides)
+    load_eval_config(REPO / defaults.eval_config, ttq.ROWS[name].eval_overrides)
+
+
 def test_seeds_needed_matches_the_paired_t_test_power():
     """REFERENCE.md §7: ~10 seeds for an effect of one paired sd, ~34 for half of one (α 0.05, power 0.8); the
     chosen n has ≥ 80 % power and n − 1 has less. Power checked against a simulation of the t-test."""
