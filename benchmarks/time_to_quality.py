@@ -56,6 +56,7 @@ class Row:
     label: str
     train_overrides: list[str]
     eval_overrides: list[str] = field(default_factory=list)
+    trains_as: str | None = None  # an evaluation variant: scores the snapshots of this row's run (same training)
 
 
 DIT = ["model.use_decoder=false", "mask.ratio=0"]
@@ -93,12 +94,16 @@ ROWS = {
         "model.arch=ddpm_unet", "model.precond=vp", "mask.ratio=0", "model.unet_channels=32",
         "diffusion.strategy.name=ddpm_uniform", "optim.lr=2e-4", "optim.grad_clip=1"],
         ["sampling.sampler=ddpm", "sampling.num_steps=50", "sampling.clip_denoised=true"]),
+    # the same U-Net snapshots sampled without clipping x̂0: is the row's FD a sampler artefact? (issue #12)
+    "unet_ddpm_noclip": Row("U-Net DDPM, sampled without x̂0 clipping", [],
+                            ["sampling.sampler=ddpm", "sampling.num_steps=50"], trains_as="unet_ddpm"),
 }
 REFERENCE_ROW, TARGET_ROW = "maskdit_edm", "dit_edm"
 ADAPTIVE_ROWS = ("maskdit_importance", "maskdit_lp", "maskdit_excess", "maskdit_excess_sampling")
 FIXED_MASKDIT_ROWS = ("maskdit_edm", "maskdit_speed", "maskdit_min_snr", "maskdit_edm2_pixel")
 SEED_CLAIMS = (("dit_speed", "dit_ddpm"), ("dit_min_snr", "dit_ddpm"), ("dit_tread", "dit_edm"),
-               ("maskdit_tread", "maskdit_edm"), ("maskdit_bf16_residual", "maskdit_bf16"))
+               ("maskdit_tread", "maskdit_edm"), ("maskdit_bf16_residual", "maskdit_bf16"),
+               ("unet_ddpm", "unet_ddpm_noclip"))
 
 
 @dataclass
@@ -186,13 +191,18 @@ def evaluate_run(run_dir: Path, name: str, seed: int, evaluator: Evaluator, prot
     found = snapshots(run_dir, proto)
     for i, path in enumerate(found):
         kimg = float(re.search(r"ema-(\d+\.\d+)\.safetensors$", path.name).group(1))  # ema-<kimg:011.3f>...
-        grid = run_dir / "grid-final.png" if i == len(found) - 1 else None
+        grid = run_dir / f"grid-final-{name}.png" if i == len(found) - 1 else None
         metrics = evaluator(path, seed, ROWS[name].eval_overrides, grid)
         points.append({"kimg": kimg, **metrics})
         print(json.dumps({"row": name, "seed": seed, **points[-1]}), flush=True)
     stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
     return {"row": name, "seed": seed, "protocol": proto.__dict__, "machine": machine(),
             "train_minutes": stats[-1]["train_min"], "points": points}
+
+
+def run_dir_of(work: Path, name: str, seed: int) -> Path:
+    """The training run a row's seed is scored on: an evaluation variant shares its row's run."""
+    return work / f"{ROWS[name].trains_as or name}-seed{seed}"
 
 
 def run_command(args) -> None:
@@ -210,9 +220,9 @@ def run_command(args) -> None:
             result_file = results / f"{name}-seed{seed}.json"
             if result_file.exists():
                 continue
-            run_dir = work / f"{name}-seed{seed}"
+            run_dir, trained = run_dir_of(work, name, seed), ROWS[ROWS[name].trains_as or name]
             started = time.time()
-            train_run(run_dir, ROWS[name], seed, proto, args.overrides)
+            train_run(run_dir, trained, seed, proto, args.overrides)  # resumes, or returns at once when complete
             evaluator = evaluator or Evaluator(proto, args.reference, work)
             result = evaluate_run(run_dir, name, seed, evaluator, proto)
             result_file.write_text(json.dumps(result, indent=1) + "\n")
@@ -246,7 +256,7 @@ def throughput_command(args) -> None:
     work.mkdir(parents=True, exist_ok=True)
     rounds = []
     for r in range(args.rounds):
-        order = list(args.rows)
+        order = [name for name in args.rows if ROWS[name].trains_as is None]  # variants train as their row
         random.Random(1000 + r).shuffle(order)
         rounds.append({name: measure_img_per_s(name, proto, args.steps, args.throughput_threads, work,
                                                args.overrides) for name in order})
@@ -276,10 +286,13 @@ def load_throughput(root: Path) -> dict[str, dict]:
         return {}
     record = json.loads(files[-1].read_text())
     rows = {name for rnd in record["rounds"] for name in rnd}
+    rounds = [{**rnd, **{v: rnd[row.trains_as] for v, row in ROWS.items() if row.trains_as in rnd}}
+              for rnd in record["rounds"]]  # an evaluation variant trains at its row's speed
+    rows |= {v for rnd in rounds for v in rnd}
     out = {}
     for name in rows:
-        values = [rnd[name] for rnd in record["rounds"] if name in rnd]
-        ref = [rnd[REFERENCE_ROW] for rnd in record["rounds"] if name in rnd and REFERENCE_ROW in rnd]
+        values = [rnd[name] for rnd in rounds if name in rnd]
+        ref = [rnd[REFERENCE_ROW] for rnd in rounds if name in rnd and REFERENCE_ROW in rnd]
         out[name] = {"img_per_s": float(np.mean(values)), "rounds": values,
                      "ratio": float(np.mean(np.array(values[:len(ref)]) / np.array(ref))) if ref else None}
     return out

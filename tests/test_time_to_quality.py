@@ -25,9 +25,20 @@ def test_every_row_is_a_valid_config(name):
     from evaluation.config import load_eval_config
     from training.config import load_config
 
-    defaults = ttq.Protocol()
-    load_config(REPO / defaults.config, ttq.ROWS[name].train_overrides)
-    load_eval_config(REPO / defaults.eval_config, ttq.ROWS[name].eval_overrides)
+    defaults, row = ttq.Protocol(), ttq.ROWS[name]
+    load_config(REPO / defaults.config, ttq.ROWS[row.trains_as or name].train_overrides)
+    load_eval_config(REPO / defaults.eval_config, row.eval_overrides)
+
+
+def test_an_evaluation_variant_shares_its_rows_run_and_speed(tmp_path):
+    """unet_ddpm_noclip scores the snapshots of unet_ddpm's run (no second training) at unet_ddpm's img/s."""
+    assert ttq.run_dir_of(tmp_path, "unet_ddpm_noclip", 3) == ttq.run_dir_of(tmp_path, "unet_ddpm", 3)
+    (tmp_path / "throughput").mkdir()
+    rounds = [{"maskdit_edm": 10.0, "unet_ddpm": 4.0}, {"unet_ddpm": 6.0, "maskdit_edm": 12.0}]
+    (tmp_path / "throughput/1.json").write_text(json.dumps({"rounds": rounds}))
+    speed = ttq.load_throughput(tmp_path)
+    assert speed["unet_ddpm_noclip"] == speed["unet_ddpm"]
+    assert speed["unet_ddpm_noclip"]["img_per_s"] == 5.0 and speed["unet_ddpm_noclip"]["ratio"] == pytest.approx(0.45)
 
 
 def test_seeds_needed_matches_the_paired_t_test_power():
