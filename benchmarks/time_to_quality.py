@@ -285,10 +285,9 @@ def load_throughput(root: Path) -> dict[str, dict]:
     if not files:
         return {}
     record = json.loads(files[-1].read_text())
-    rows = {name for rnd in record["rounds"] for name in rnd}
     rounds = [{**rnd, **{v: rnd[row.trains_as] for v, row in ROWS.items() if row.trains_as in rnd}}
               for rnd in record["rounds"]]  # an evaluation variant trains at its row's speed
-    rows |= {v for rnd in rounds for v in rnd}
+    rows = {name for rnd in rounds for name in rnd}
     out = {}
     for name in rows:
         values = [rnd[name] for rnd in rounds if name in rnd]

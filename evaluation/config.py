@@ -27,5 +27,5 @@ def load_eval_config(path, overrides=()) -> EvalConfig:
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"{key}: must be positive (got {getattr(cfg, key)})")
     if (problem := cfg.sampling.problem()) is not None:
-        raise ConfigError(f"{path}: sampling.{problem}")
+        raise ConfigError(f"sampling.{problem}")
     return cfg

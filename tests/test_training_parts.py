@@ -64,12 +64,16 @@ def test_imagenet_recipe_configs(path):
     assert dict(cfg.diffusion.strategy.params) == {"p_mean": -1.2, "p_std": 1.2}
 
 
+def plain(value):
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
 def config_leaves(node, prefix=""):
     for key, value in node.items():
         if OmegaConf.is_dict(value) and len(value):
             yield from config_leaves(value, f"{prefix}{key}.")
         else:
-            yield f"{prefix}{key}", OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            yield f"{prefix}{key}", plain(value)
 
 
 @pytest.mark.parametrize("path", sorted(str(p.relative_to(REPO)) for p in REPO.glob("configs/[eft]*/*.yaml")))
@@ -85,8 +89,8 @@ def test_no_config_file_repeats_its_base(path):
     base = node.pop("base", None)
     schema = EvalConfig if file.parent.name == "test" else Config
     inherited = OmegaConf.structured(load_layered(schema, file.parent / base if base else None))
-    repeated = [key for key, value in config_leaves(node) if key != "name" and
-                OmegaConf.to_container(OmegaConf.create({"v": OmegaConf.select(inherited, key)}))["v"] == value]
+    repeated = [key for key, value in config_leaves(node)
+                if key != "name" and plain(OmegaConf.select(inherited, key)) == value]
     assert not repeated, f"{path} repeats its base: {repeated}"
 
 
