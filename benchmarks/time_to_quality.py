@@ -83,6 +83,8 @@ ROWS = {
     "maskdit_excess": Row("MaskDiT + excess loss (adaptive, p/q)", ["diffusion.strategy.name=excess_loss"]),
     "maskdit_excess_sampling": Row("MaskDiT + excess loss (adaptive, sampling)", [
         "diffusion.strategy.name=excess_loss", "diffusion.strategy.params.keep_objective=false"]),
+    "maskdit_adaptive_weight": Row("MaskDiT + EDM2 learned loss weighting (adaptive)", [
+        "diffusion.strategy.name=adaptive_weight"]),
     "maskdit_edm2_pixel": Row("MaskDiT + EDM2 pixel preset (P_mean −0.8, P_std 1.6)", [
         "diffusion.strategy.params.p_mean=-0.8", "diffusion.strategy.params.p_std=1.6"]),
     # The bf16 residual stream's quality A/B (training/config.py model.residual_bf16): compare these two with each
@@ -99,7 +101,8 @@ ROWS = {
                             ["sampling.sampler=ddpm", "sampling.num_steps=50"], trains_as="unet_ddpm"),
 }
 REFERENCE_ROW, TARGET_ROW = "maskdit_edm", "dit_edm"
-ADAPTIVE_ROWS = ("maskdit_importance", "maskdit_lp", "maskdit_excess", "maskdit_excess_sampling")
+ADAPTIVE_ROWS = ("maskdit_importance", "maskdit_lp", "maskdit_excess", "maskdit_excess_sampling",
+                 "maskdit_adaptive_weight")
 FIXED_MASKDIT_ROWS = ("maskdit_edm", "maskdit_speed", "maskdit_min_snr", "maskdit_edm2_pixel")
 SEED_CLAIMS = (("dit_speed", "dit_ddpm"), ("dit_min_snr", "dit_ddpm"), ("dit_tread", "dit_edm"),
                ("maskdit_tread", "maskdit_edm"), ("maskdit_bf16_residual", "maskdit_bf16"),
