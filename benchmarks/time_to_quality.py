@@ -83,6 +83,12 @@ ROWS = {
     "maskdit_excess": Row("MaskDiT + excess loss (adaptive, p/q)", ["diffusion.strategy.name=excess_loss"]),
     "maskdit_excess_sampling": Row("MaskDiT + excess loss (adaptive, sampling)", [
         "diffusion.strategy.name=excess_loss", "diffusion.strategy.params.keep_objective=false"]),
+    # adaptive proposals on the best fixed objective (Min-SNR-5), keeping it by p/q weights: same objective as
+    # maskdit_min_snr, fewer draws spent where Min-SNR's weight leaves almost nothing to learn
+    "maskdit_min_snr_excess": Row("MaskDiT + Min-SNR-5 + excess loss (adaptive, p/q)", [
+        "diffusion.strategy.name=excess_loss", "diffusion.strategy.params.min_snr_gamma=5"]),
+    "maskdit_min_snr_importance": Row("MaskDiT + Min-SNR-5 + importance (adaptive, p/q)", [
+        "diffusion.strategy.name=importance", "diffusion.strategy.params.min_snr_gamma=5"]),
     "maskdit_adaptive_weight": Row("MaskDiT + EDM2 learned loss weighting (adaptive)", [
         "diffusion.strategy.name=adaptive_weight"]),
     "maskdit_edm2_pixel": Row("MaskDiT + EDM2 pixel preset (P_mean −0.8, P_std 1.6)", [
@@ -102,7 +108,7 @@ ROWS = {
 }
 REFERENCE_ROW, TARGET_ROW = "maskdit_edm", "dit_edm"
 ADAPTIVE_ROWS = ("maskdit_importance", "maskdit_lp", "maskdit_excess", "maskdit_excess_sampling",
-                 "maskdit_adaptive_weight")
+                 "maskdit_adaptive_weight", "maskdit_min_snr_excess", "maskdit_min_snr_importance")
 FIXED_MASKDIT_ROWS = ("maskdit_edm", "maskdit_speed", "maskdit_min_snr", "maskdit_edm2_pixel")
 SEED_CLAIMS = (("dit_speed", "dit_ddpm"), ("dit_min_snr", "dit_ddpm"), ("dit_tread", "dit_edm"),
                ("maskdit_tread", "maskdit_edm"), ("maskdit_bf16_residual", "maskdit_bf16"),

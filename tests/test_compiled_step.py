@@ -18,7 +18,7 @@ TINY = dict(arch="S", resolution=8, in_channels=3, patch_size=2, num_classes=4, 
             decoder_depth=1, decoder_width=32, decoder_heads=2)
 STRATEGIES = [("edm", {}), ("speed", {}), ("min_snr", {}), ("min_snr", {"sampling": "ddpm_uniform"}),
               ("ddpm_uniform", {}), ("speed_edm", {}), ("importance", {}), ("adaptive_weight", {}),
-              ("learning_progress", {}), ("excess_loss", {})]
+              ("learning_progress", {}), ("excess_loss", {}), ("excess_loss", {"min_snr_gamma": 5.0})]
 
 
 def make_objective(name: str, params: dict, model: dict):
@@ -41,7 +41,7 @@ def step_inputs(objective, cfg, step: int, route: bool):
     return images, labels, draws
 
 
-@pytest.mark.parametrize("name,params", STRATEGIES, ids=[n + ("-" + "-".join(p.values()) if p else "")
+@pytest.mark.parametrize("name,params", STRATEGIES, ids=[n + ("-" + "-".join(map(str, p.values())) if p else "")
                                                          for n, p in STRATEGIES])
 def test_training_forward_compiles_whole_for_every_strategy(name, params):
     torch._dynamo.reset()

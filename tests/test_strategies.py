@@ -225,6 +225,19 @@ def test_adaptive_weight_equalises_bins():
     assert weighted.max() / weighted.min() < 1.3
 
 
+@pytest.mark.parametrize("name", ADAPTIVE)
+def test_adaptive_strategies_adapt_from_min_snr_weighting(name):
+    """min_snr_gamma swaps the fixed weighting an adaptive strategy starts from (and learns with) for Min-SNR-γ's
+    min(1/σ², γ); with nothing learned yet its weight is exactly MinSNR's; a non-positive γ is refused."""
+    sigma = torch.tensor([0.01, 0.3, 0.45, 1.0, 5.0])
+    adaptive = build_adaptive(name, {"min_snr_gamma": 5.0})
+    fixed = build_strategy("min_snr", {"gamma": 5.0}, 0.5)
+    assert torch.allclose(adaptive.loss_weight(sigma), fixed.loss_weight(sigma))
+    assert torch.allclose(adaptive.loss_weight(sigma), torch.tensor([5.0, 5.0, 1 / 0.45**2, 1.0, 0.04]))
+    with pytest.raises(ValueError, match="min_snr_gamma"):
+        build_strategy(name, {"min_snr_gamma": 0}, 0.5)
+
+
 def test_every_strategy_builds_and_samples():
     for name in STRATEGIES:
         s = build_adaptive(name)
@@ -263,16 +276,17 @@ def test_learning_progress_follows_real_progress():
     assert (q[mid] / p[mid]).min() > 1.2 and (q[~mid] / p[~mid]).max() <= 1.0 + 1e-9
 
 
+@pytest.mark.parametrize("min_snr_gamma", [None, 5.0])
 @pytest.mark.parametrize("name", ["importance", "learning_progress", "excess_loss"])
-def test_proposal_weights_keep_the_full_maskdit_objective(name):
-    """E_q[p/q·(λℓ + w·MAE)] = E_p[λℓ + w·MAE] for the whole MaskDiT loss: the importance ratio multiplies the
-    MAE term too. Checked by exact summation over σ bins with the real loss on a tiny model."""
+def test_proposal_weights_keep_the_full_maskdit_objective(name, min_snr_gamma):
+    """E_q[p/q·(λℓ + w·MAE)] = E_p[λℓ + w·MAE] for the whole MaskDiT loss, λ EDM's or Min-SNR-5's: the importance
+    ratio multiplies the MAE term too. Checked by exact summation over σ bins with the real loss on a tiny model."""
     from diffusion.loss import MaskDiTLoss
     from diffusion.step_draws import Draws
     from models.build import build_network
     from training.config import ModelConfig
 
-    s = build_adaptive(name, {"min_count": 1})
+    s = build_adaptive(name, {"min_count": 1, "min_snr_gamma": min_snr_gamma})
     feed(s, 40, seed=0)
     q, p = s.bin_probs(), s.bins.base_mass
     assert not torch.allclose(q, p)
@@ -290,13 +304,16 @@ def test_proposal_weights_keep_the_full_maskdit_objective(name):
     images = torch.randn(1, 1, 8, 8).expand(b, -1, -1, -1)
     terms = MaskDiTLoss(4, 4, 0.1)(net, images, None, s, 0.5, draws)
     assert torch.all(terms.mae > 0)
-    unweighted = edm_weight(sigma, 0.5) * terms.raw_denoise + 0.1 * terms.mae / (p / q).float()
+    base = edm_weight(sigma, 0.5) if min_snr_gamma is None else (1 / sigma**2).clamp(max=min_snr_gamma)
+    unweighted = base * terms.raw_denoise + 0.1 * terms.mae / (p / q).float()
     assert torch.allclose((q * terms.total.double()).sum(), (p * unweighted.double()).sum(), rtol=1e-5)
 
 
-def test_excess_loss_samples_in_proportion_to_the_reducible_loss():
-    """q(b) ∝ p(b)·E[λ(ℓ − J*) | b] (floor-mixed): bins whose loss sits at J* get only the floor share."""
-    s = build_adaptive("excess_loss", {"min_count": 1, "beta": 0.5, "floor": 0.2})
+@pytest.mark.parametrize("min_snr_gamma", [None, 5.0])
+def test_excess_loss_samples_in_proportion_to_the_reducible_loss(min_snr_gamma):
+    """q(b) ∝ p(b)·E[λ(ℓ − J*) | b] (floor-mixed), λ EDM's or Min-SNR-5's: bins whose loss sits at J* get only
+    the floor share."""
+    s = build_adaptive("excess_loss", {"min_count": 1, "beta": 0.5, "floor": 0.2, "min_snr_gamma": min_snr_gamma})
     j_star = lambda sig: 0.3 * sig**2 / (0.3 + sig**2)  # noqa: E731 - the table build_adaptive set
     gen = torch.Generator().manual_seed(0)
     for _ in range(300):
@@ -307,7 +324,8 @@ def test_excess_loss_samples_in_proportion_to_the_reducible_loss():
     sig = s.bins.centers.exp()
     high = sig > 1.5
     assert torch.allclose(q[high], 0.2 * p[high], rtol=0.05)  # only the floor
-    expected = p * edm_weight(sig, 0.5) * torch.where(sig < 1, 0.2 * sig**2, 0 * sig)
+    weight = edm_weight(sig, 0.5) if min_snr_gamma is None else (1 / sig**2).clamp(max=min_snr_gamma)
+    expected = p * weight * torch.where(sig < 1, 0.2 * sig**2, 0 * sig)
     expected = 0.8 * expected / expected.sum() + 0.2 * p
     low = (sig < 0.8) & (p > 1e-3)  # well-sampled bins (the open-ended tail bin averages over a wide σ range)
     assert torch.allclose(q[low], expected[low], rtol=0.15)

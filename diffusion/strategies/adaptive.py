@@ -19,6 +19,11 @@ inverse-CDF sampling inside each bin).
   J*(σ) the irreducible loss of the ideal denoiser of the training set (diffusion/optimal_loss.py); keeps the
   objective by p/q weights, or (keep_objective false) changes it, as a pure sampling strategy.
 
+Every one adapts from a fixed weighting λ(σ): EDM's (σ² + σ_d²)/(σσ_d)² by default, or Min-SNR-γ's min(1/σ², γ)
+when `min_snr_gamma` is set, so an adaptive sampler can also work on the best fixed objective (issue #12: on
+the time-to-quality benchmark Min-SNR-5 beats EDM's weighting, and under it most log-normal draws at very low or
+high σ carry almost no weight — a proposal that follows the weighted loss spends fewer of them there).
+
 Proposal strategies return p/q from `objective_ratio`, which the loss applies to the whole objective
 (denoising and MAE terms), so the objective's expectation is exactly the base strategy's.
 """
@@ -26,7 +31,7 @@ Proposal strategies return p/q from `objective_ratio`, which the loss applies to
 import torch
 
 from diffusion.sigma_bins import LogSigmaGrid, bin_means, per_bin_sums
-from diffusion.strategies.base import NoiseLevelStrategy, edm_weight
+from diffusion.strategies.base import NoiseLevelStrategy, edm_weight, min_snr_weight
 
 
 class LogSigmaBins(LogSigmaGrid):
@@ -91,10 +96,18 @@ class BinnedAdaptive(NoiseLevelStrategy):
     keep_objective = False  # True: sample from q but weight by p/q, so the objective stays E_p[...]
 
     def __init__(self, p_mean: float, p_std: float, sigma_data: float, num_bins: int, sigma_min: float,
-                 sigma_max: float, min_count: int):
-        self.sigma_data, self.min_count = sigma_data, min_count
+                 sigma_max: float, min_count: int, min_snr_gamma: float | None):
+        if min_snr_gamma is not None and not min_snr_gamma > 0:
+            raise ValueError(f"min_snr_gamma must be a positive number or null (EDM weighting), not {min_snr_gamma!r}")
+        self.sigma_data, self.min_count, self.min_snr_gamma = sigma_data, min_count, min_snr_gamma
         self.bins = LogSigmaBins(num_bins, sigma_min, sigma_max, p_mean, p_std)
         self.stats: dict[str, BinStatistics] = {}
+
+    def base_weight(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The fixed weighting λ(σ) the strategy adapts from: EDM's, or Min-SNR-γ's when min_snr_gamma is set."""
+        if self.min_snr_gamma is None:
+            return edm_weight(sigma, self.sigma_data)
+        return min_snr_weight(sigma, self.min_snr_gamma)
 
     def bin_probs(self) -> torch.Tensor:
         """q(b); the base log-normal mass unless a subclass learns something else. (B,) float64."""
@@ -116,7 +129,7 @@ class BinnedAdaptive(NoiseLevelStrategy):
 
     def loss_statistics(self, sigma: torch.Tensor, raw_loss: torch.Tensor) -> torch.Tensor:
         """-> per_bin_sums (1 + K, B) of the K per-sample statistics (`sample_statistics`)."""
-        weighted = edm_weight(sigma.double(), self.sigma_data) * raw_loss.double()  # (M,) λℓ
+        weighted = self.base_weight(sigma.double()) * raw_loss.double()  # (M,) λℓ
         return per_bin_sums(self.bins.index(sigma), self.sample_statistics(sigma, weighted), self.bins.num_bins)
 
     def sample_statistics(self, sigma: torch.Tensor, weighted: torch.Tensor) -> torch.Tensor:
@@ -150,8 +163,9 @@ class AdaptiveWeighting(BinnedAdaptive):
     name = "adaptive_weight"
 
     def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, beta: float = 0.99, num_bins: int = 32,
-                 sigma_min: float = 0.002, sigma_max: float = 80.0, min_count: int = 64, sigma_data: float = 0.5):
-        super().__init__(p_mean, p_std, sigma_data, num_bins, sigma_min, sigma_max, min_count)
+                 sigma_min: float = 0.002, sigma_max: float = 80.0, min_count: int = 64,
+                 min_snr_gamma: float | None = None, sigma_data: float = 0.5):
+        super().__init__(p_mean, p_std, sigma_data, num_bins, sigma_min, sigma_max, min_count, min_snr_gamma)
         self.stats = {"mean": BinStatistics(num_bins, beta)}
 
     def log_uncertainty(self) -> torch.Tensor:
@@ -163,11 +177,11 @@ class AdaptiveWeighting(BinnedAdaptive):
         return torch.where(ready, u, fallback)  # branch-free, so it runs inside the compiled step
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
-        # EDM2 Eq. 21 at its optimum: λ(σ)/e^{u(σ)}, scaled by e^{E_p[u]} to stay at the EDM loss scale.
+        # EDM2 Eq. 21 at its optimum: λ(σ)/e^{u(σ)}, scaled by e^{E_p[u]} to stay at the base loss scale.
         u = self.log_uncertainty()
         u = u - (u * self.bins.base_mass).sum()
         u_sigma = interp(sigma.double().log(), self.bins.centers, u)
-        return (edm_weight(sigma.double(), self.sigma_data) * torch.exp(-u_sigma)).float()
+        return (self.base_weight(sigma.double()) * torch.exp(-u_sigma)).float()
 
 
 class ImportanceSampling(BinnedAdaptive):
@@ -175,8 +189,8 @@ class ImportanceSampling(BinnedAdaptive):
 
     def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, beta: float = 0.99, floor: float = 0.25,
                  num_bins: int = 32, sigma_min: float = 0.002, sigma_max: float = 80.0, min_count: int = 64,
-                 sigma_data: float = 0.5):
-        super().__init__(p_mean, p_std, sigma_data, num_bins, sigma_min, sigma_max, min_count)
+                 min_snr_gamma: float | None = None, sigma_data: float = 0.5):
+        super().__init__(p_mean, p_std, sigma_data, num_bins, sigma_min, sigma_max, min_count, min_snr_gamma)
         self.floor = floor
         self.keep_objective = True  # the point of importance sampling: same objective, lower variance
         self.stats = {"second_moment": BinStatistics(num_bins, beta)}
@@ -195,7 +209,7 @@ class ImportanceSampling(BinnedAdaptive):
         return torch.where(ready.any(), (1 - self.floor) * q + self.floor * p, p)
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
-        return edm_weight(sigma, self.sigma_data)  # p/q comes from objective_ratio, for every term
+        return self.base_weight(sigma)  # p/q comes from objective_ratio, for every term
 
 
 class LearningProgress(BinnedAdaptive):
@@ -203,8 +217,9 @@ class LearningProgress(BinnedAdaptive):
 
     def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, beta_fast: float = 0.9, beta_slow: float = 0.99,
                  floor: float = 0.5, shrink_z: float = 3.0, keep_objective: bool = True, num_bins: int = 32,
-                 sigma_min: float = 0.002, sigma_max: float = 80.0, min_count: int = 64, sigma_data: float = 0.5):
-        super().__init__(p_mean, p_std, sigma_data, num_bins, sigma_min, sigma_max, min_count)
+                 sigma_min: float = 0.002, sigma_max: float = 80.0, min_count: int = 64,
+                 min_snr_gamma: float | None = None, sigma_data: float = 0.5):
+        super().__init__(p_mean, p_std, sigma_data, num_bins, sigma_min, sigma_max, min_count, min_snr_gamma)
         self.floor, self.shrink_z, self.keep_objective = floor, shrink_z, keep_objective
         # "noise": the variance v of one update's bin mean, as an EMA (slow rate) of half the squared difference
         # of successive bin means ("last"): a trend in the loss cancels in the difference, noise does not.
@@ -244,7 +259,7 @@ class LearningProgress(BinnedAdaptive):
         return torch.where(mass > 0, (1 - self.floor) * q + self.floor * p, p)  # q = p while nothing progresses
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
-        return edm_weight(sigma, self.sigma_data)
+        return self.base_weight(sigma)
 
 
 class ExcessLoss(BinnedAdaptive):
@@ -262,8 +277,8 @@ class ExcessLoss(BinnedAdaptive):
 
     def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, beta: float = 0.99, floor: float = 0.25,
                  keep_objective: bool = True, num_bins: int = 32, sigma_min: float = 0.002, sigma_max: float = 80.0,
-                 min_count: int = 64, sigma_data: float = 0.5):
-        super().__init__(p_mean, p_std, sigma_data, num_bins, sigma_min, sigma_max, min_count)
+                 min_count: int = 64, min_snr_gamma: float | None = None, sigma_data: float = 0.5):
+        super().__init__(p_mean, p_std, sigma_data, num_bins, sigma_min, sigma_max, min_count, min_snr_gamma)
         self.floor, self.keep_objective = floor, keep_objective
         self.stats = {"excess": BinStatistics(num_bins, beta)}
         self.optimal_sigma = self.optimal_loss = None  # (S,) σ grid and J* on it, float64
@@ -280,7 +295,7 @@ class ExcessLoss(BinnedAdaptive):
 
     def statistic(self, name: str, sigma: torch.Tensor, weighted: torch.Tensor) -> torch.Tensor:
         # λ(σ)(ℓ − J*) = λℓ − λJ*
-        return weighted - edm_weight(sigma.double(), self.sigma_data) * self.optimal_loss_at(sigma)
+        return weighted - self.base_weight(sigma.double()) * self.optimal_loss_at(sigma)
 
     def bin_probs(self) -> torch.Tensor:
         p, ready = self.bins.base_mass, self.ready()
@@ -292,7 +307,7 @@ class ExcessLoss(BinnedAdaptive):
         return torch.where(ready.any() & (mass > 0), (1 - self.floor) * q + self.floor * p, p)
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
-        return edm_weight(sigma, self.sigma_data)
+        return self.base_weight(sigma)
 
     def state_dict(self) -> dict:
         state = super().state_dict()

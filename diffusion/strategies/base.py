@@ -83,6 +83,11 @@ def edm_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
     return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
 
 
+def min_snr_weight(sigma: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-γ x0-space weight min(SNR, γ) = min(1/σ², γ) (Hang et al. 2023, Eq. 9 in x0 form)."""
+    return torch.clamp(1.0 / sigma.square(), max=gamma)
+
+
 def lognormal_sigma(batch: int, device, p_mean: float, p_std: float, generator=None) -> torch.Tensor:
     """ln σ ~ N(p_mean, p_std²) (EDM's training distribution). -> (batch,)"""
     return (torch.randn(batch, device=device, generator=generator) * p_std + p_mean).exp()

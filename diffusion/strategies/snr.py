@@ -2,7 +2,7 @@
 
 import torch
 
-from diffusion.strategies.base import NoiseLevelStrategy, edm_weight, lognormal_sigma
+from diffusion.strategies.base import NoiseLevelStrategy, edm_weight, lognormal_sigma, min_snr_weight
 from diffusion.ddpm_schedule import DDPMSchedule
 
 
@@ -31,7 +31,7 @@ class MinSNR(NoiseLevelStrategy):
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         if self.soft:
             return 1.0 / (sigma.square() + 1.0 / self.gamma)
-        return torch.clamp(1.0 / sigma.square(), max=self.gamma)
+        return min_snr_weight(sigma, self.gamma)
 
 
 class LogitNormal(NoiseLevelStrategy):
