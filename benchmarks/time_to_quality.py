@@ -159,6 +159,46 @@ def train_run(run_dir: Path, row: Row, seed: int, proto: Protocol, overrides: li
             f"train.log_kimg={every}", *overrides, *row.train_overrides], threads=proto.threads)
 
 
+def grid_kimg(proto: Protocol) -> list[float]:
+    """The evaluation grid: `points` evenly spaced snapshot points up to the budget, in kimg (3 decimals, as
+    the snapshot file names)."""
+    return [round(proto.kimg * (i + 1) / proto.points, 3) for i in range(proto.points)]
+
+
+def snapshot_kimg(path: Path) -> float:
+    return float(re.search(r"ema-(\d+\.\d+)\.safetensors$", path.name).group(1))  # ema-<kimg:011.3f>...
+
+
+def extend_run(source: Path, run_dir: Path, proto: Protocol) -> None:
+    """Start `run_dir` from `source`, the same row and seed trained for a shorter budget: copy its checkpoint,
+    logs and the snapshots that lie on this protocol's grid, so train.py resumes and trains only the extra images.
+
+    The result equals training from scratch: with a constant mask schedule nothing in training depends on
+    total_kimg (lr warm-up, EMA ramp-up and data order go by images seen), and resume continues bit for bit
+    (tests/test_reliability.py). One line of error, before any copying, when that does not hold."""
+    from omegaconf import OmegaConf
+
+    if not (source / "config.yaml").exists():
+        raise SystemExit(f"--extend-from: {source} holds no run (no config.yaml)")
+    mask = OmegaConf.load(source / "config.yaml").mask
+    if mask.schedule != "constant" and mask.ratio_end != mask.ratio:
+        raise SystemExit(f"--extend-from: {source}/config.yaml: mask.schedule {mask.schedule} depends on "
+                         "total_kimg, so a longer run would not continue the shorter one")
+    trained = {snapshot_kimg(p): p for p in (source / "snapshots").glob("ema-*.safetensors")}
+    reached = max(trained, default=0.0)
+    missing = [k for k in grid_kimg(proto) if k <= reached and k not in trained]
+    if missing:
+        raise SystemExit(f"--extend-from: {source}/snapshots has no EMA snapshot at kimg {missing} of this grid")
+    run_dir.mkdir(parents=True)
+    shutil.copytree(source / "checkpoints", run_dir / "checkpoints")
+    for name in ("stats.jsonl", "log.txt"):
+        shutil.copy2(source / name, run_dir / name)
+    (run_dir / "snapshots").mkdir()
+    for kimg in grid_kimg(proto):
+        if kimg in trained:
+            shutil.copy2(trained[kimg], run_dir / "snapshots" / trained[kimg].name)
+
+
 def snapshots(run_dir: Path, proto: Protocol) -> list[Path]:
     found = sorted((run_dir / "snapshots").glob("ema-*.safetensors"))
     if len(found) != proto.points:
@@ -199,7 +239,7 @@ def evaluate_run(run_dir: Path, name: str, seed: int, evaluator: Evaluator, prot
     points = []
     found = snapshots(run_dir, proto)
     for i, path in enumerate(found):
-        kimg = float(re.search(r"ema-(\d+\.\d+)\.safetensors$", path.name).group(1))  # ema-<kimg:011.3f>...
+        kimg = snapshot_kimg(path)
         grid = run_dir / f"grid-final-{name}.png" if i == len(found) - 1 else None
         metrics = evaluator(path, seed, ROWS[name].eval_overrides, grid)
         points.append({"kimg": kimg, **metrics})
@@ -231,6 +271,8 @@ def run_command(args) -> None:
                 continue
             run_dir, trained = run_dir_of(work, name, seed), ROWS[ROWS[name].trains_as or name]
             started = time.time()
+            if args.extend_from and not run_dir.exists():
+                extend_run(work.parent / args.extend_from / run_dir.name, run_dir, proto)
             train_run(run_dir, trained, seed, proto, args.overrides)  # resumes, or returns at once when complete
             evaluator = evaluator or Evaluator(proto, args.reference, work)
             result = evaluate_run(run_dir, name, seed, evaluator, proto)
@@ -551,6 +593,9 @@ def parse_args(argv=None):
     p.add_argument("--reference", default="fashion_mnist:test", help="eval_latent.py source of the reference set")
     p.add_argument("--results", default="docs/benchmarks/ttq", help="committed results root")
     p.add_argument("--work", default="results/ttq-work", help="checkpoints and snapshots (not committed)")
+    p.add_argument("--extend-from", default=None, metavar="PROTOCOL_TAG",
+                   help="run: start each new run from the same row and seed of this shorter protocol (its checkpoint "
+                        "and the snapshots on this grid), training only the extra images")
     p.add_argument("--readme", default=None, help="report: also replace the table section of this README")
     p.add_argument("overrides", nargs="*", help="train config overrides for every row (key=value)")
     args = p.parse_intermixed_args(argv)  # key=value overrides may follow any option

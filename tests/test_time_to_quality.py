@@ -129,3 +129,28 @@ def test_benchmark_run_throughput_report_tiny(tmp_path, tiny_fmnist):
     before = {p.name: p.stat().st_mtime_ns for p in (tag / "runs").iterdir()}
     run_cli("benchmarks/time_to_quality.py", "run", "--seeds", "0", "1", *common, env_extra=env)
     assert {p.name: p.stat().st_mtime_ns for p in (tag / "runs").iterdir()} == before
+
+
+def test_extending_a_run_equals_training_it_from_scratch(tmp_path, tiny_fmnist):
+    """--extend-from: a 0.128-kimg run started from the 0.064-kimg run of the same row and seed writes the same
+    EMA snapshots, bit for bit, as one trained from scratch; a grid the shorter run did not snapshot is refused."""
+    from safetensors.torch import load_file
+
+    short = ttq.Protocol(kimg=0.064, points=2)
+    long = ttq.Protocol(kimg=0.128, points=4)
+    row, overrides = ttq.ROWS["maskdit_edm"], [f"data.path={tiny_fmnist}", *TINY_MODEL]
+    ttq.train_run(tmp_path / "short", row, 0, short, overrides)
+    ttq.extend_run(tmp_path / "short", tmp_path / "extended", long)
+    assert sorted(p.name for p in (tmp_path / "extended/snapshots").iterdir()) == [
+        "ema-0000000.032.safetensors", "ema-0000000.064.safetensors"]
+    ttq.train_run(tmp_path / "extended", row, 0, long, overrides)
+    assert "resuming from" in (tmp_path / "extended/log.txt").read_text()  # it trained only the extra images
+    ttq.train_run(tmp_path / "scratch", row, 0, long, overrides)
+
+    extended, scratch = ttq.snapshots(tmp_path / "extended", long), ttq.snapshots(tmp_path / "scratch", long)
+    assert [p.name for p in extended] == [p.name for p in scratch]
+    for a, b in zip(extended, scratch):
+        ta, tb = load_file(a), load_file(b)
+        assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+    with pytest.raises(SystemExit, match="no EMA snapshot at kimg"):
+        ttq.extend_run(tmp_path / "short", tmp_path / "offgrid", ttq.Protocol(kimg=0.096, points=2))
