@@ -364,6 +364,33 @@ def area_over_images(run: dict) -> float:
     return mean_over(kimg, ln_fd, kimg[0], kimg[-1])
 
 
+def area_over_first_points(run: dict, points: int) -> float:
+    """Mean ln FD over the first `points` grid points: the area a run stopped at that point would give."""
+    kimg, ln_fd = curve(run)
+    return mean_over(kimg[:points], ln_fd[:points], kimg[0], kimg[points - 1])
+
+
+def power_by_budget(by_row: dict, a: str, b: str, most_seeds: int = 200) -> list[dict]:
+    """The paired comparison a − b of the ln-FD area over images, had the budget ended at each grid point from the
+    second on. Nothing in training depends on total_kimg, so the first k points of a run are exactly a shorter
+    run's. Per budget: mean and sd of the paired difference, seeds for a 5 % difference and for the one observed
+    there (at most `most_seeds`). Seeds × CPU-minutes per run at each budget says whether a longer budget or
+    more seeds buys power more cheaply."""
+    seeds = sorted(set(by_row[a]) & set(by_row[b]))
+    if len(seeds) < 3:
+        return []
+    kimg = curve(by_row[a][seeds[0]])[0]
+    out = []
+    for k in range(2, len(kimg) + 1):
+        diffs = np.array([area_over_first_points(by_row[a][s], k) - area_over_first_points(by_row[b][s], k)
+                          for s in seeds])  # (S,)
+        sd = float(diffs.std(ddof=1))
+        out.append({"kimg": float(kimg[k - 1]), "mean": float(diffs.mean()), "sd": sd,
+                    "seeds_for_5pct": seeds_needed(sd, np.log(1.05), most=most_seeds),
+                    "seeds_for_observed": seeds_needed(sd, abs(float(diffs.mean())), most=most_seeds)})
+    return out
+
+
 def area_over_minutes(run: dict, img_per_s: float, window: tuple[float, float]) -> float:
     kimg, ln_fd = curve(run)
     return mean_over(kimg * 1000 / img_per_s / 60, ln_fd, *window)
@@ -443,7 +470,7 @@ def mean_ci(values: list[float], digits: int = 3) -> str:
 def build_summary(root: Path) -> dict:
     by_row, speed = load_runs(root), load_throughput(root)
     rows = [name for name in ROWS if name in by_row]
-    summary = {"rows": {}, "comparisons": {}, "power": {}}
+    summary = {"rows": {}, "comparisons": {}, "power": {}, "power_by_budget": {}}
     for name in rows:
         runs = by_row[name]
         reach = reach_minutes(by_row, speed, name)
@@ -465,6 +492,9 @@ def build_summary(root: Path) -> dict:
     pairs += [(a, b) for a, b in SEED_CLAIMS if a in by_row and b in by_row]
     for a, b in pairs:
         summary["comparisons"][f"{a} vs {b}"] = compare(by_row, speed, a, b)
+        budgets = power_by_budget(by_row, a, b) if b == REFERENCE_ROW or (a, b) in SEED_CLAIMS else []
+        if budgets:
+            summary["power_by_budget"][f"{a} vs {b}"] = budgets
     for key, comp in summary["comparisons"].items():
         c = comp.get("ln_fd_area_minutes") or comp.get("ln_fd_area_kimg")
         if c is not None and len(c["seeds"]) > 1:
@@ -502,7 +532,29 @@ def markdown(summary: dict, proto_tag: str) -> str:
             f"{ROWS[a].label} vs {ROWS[b].label}", str(len(first["seeds"])), fmt_ci(comp.get("ln_fd_area_minutes")),
             fmt_ci(comp.get("ln_fd_area_kimg")), fmt_ci(comp.get("final_fd"), 1),
             f"{power['seeds_for_5pct']} / {power['seeds_for_10pct']}" if power else "—"]) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + budget_lines(summary)) + "\n"
+
+
+def budget_lines(summary: dict) -> list[str]:
+    """The power-by-budget table: one line per comparison with ≥ 3 seeds, one column per budget."""
+    budgets = summary["power_by_budget"]
+    if not budgets:
+        return []
+    kimgs = [b["kimg"] for b in next(iter(budgets.values()))]
+    lines = ["", "Power by budget: the paired ln-FD area over images had the runs stopped at each grid point "
+             "(kimg). Each cell: mean Δ, paired sd → seeds for a 5 % difference / for the Δ observed there "
+             "(\">\" at the cap).", "",
+             "| comparison | " + " | ".join(f"{k:g}" for k in kimgs) + " |", "|---|" + "---|" * len(kimgs)]
+    for key, rows in budgets.items():
+        a, b = key.split(" vs ")
+        cells = [f"{r['mean']:+.3f}, {r['sd']:.3f} → {cap(r['seeds_for_5pct'])} / {cap(r['seeds_for_observed'])}"
+                 for r in rows]
+        lines.append(f"| {ROWS[a].label} vs {ROWS[b].label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def cap(seeds: int, most: int = 200) -> str:
+    return f">{most - 1}" if seeds >= most else str(seeds)
 
 
 def plot(summary: dict, path: Path) -> None:

@@ -86,6 +86,29 @@ def test_endpoints_on_the_shared_wall_clock_window():
     assert ttq.minutes_to_reach(slow[0], 1000 / 60, 20.0) is None
 
 
+def test_power_by_budget_is_the_comparison_of_shorter_runs():
+    """Budget k = the first k grid points: its paired differences are those of the runs cut there (trapezoid mean
+    of ln FD by hand), and the seeds needed follow the sd of those differences."""
+    fd_b = {0: (100.0, 80.0, 60.0), 1: (110.0, 90.0, 70.0), 2: (90.0, 85.0, 50.0)}
+    fd_a = {0: (90.0, 60.0, 55.0), 1: (100.0, 80.0, 66.0), 2: (85.0, 70.0, 52.0)}
+    by_row = {"maskdit_min_snr": {s: run_json("maskdit_min_snr", s, f) for s, f in fd_a.items()},
+              "maskdit_edm": {s: run_json("maskdit_edm", s, f) for s, f in fd_b.items()}}
+    budgets = ttq.power_by_budget(by_row, "maskdit_min_snr", "maskdit_edm")
+    assert [b["kimg"] for b in budgets] == [2.0, 3.0]
+
+    def area(fds, k):  # mean of the piecewise-linear ln FD over kimg 1..k, equal spacing: the trapezoid rule
+        y = np.log(fds[:k])
+        return (y[1:] + y[:-1]).sum() / 2 / (k - 1)
+
+    for b, k in zip(budgets, (2, 3)):
+        diffs = np.array([area(fd_a[s], k) - area(fd_b[s], k) for s in range(3)])
+        assert b["mean"] == pytest.approx(diffs.mean(), rel=1e-4) and b["sd"] == pytest.approx(diffs.std(ddof=1), rel=1e-3)
+        assert b["seeds_for_5pct"] == paired_stats.seeds_needed(b["sd"], np.log(1.05), most=200)
+        assert b["seeds_for_observed"] == paired_stats.seeds_needed(b["sd"], abs(b["mean"]), most=200)
+    assert ttq.power_by_budget({k: {s: v[s] for s in (0, 1)} for k, v in by_row.items()},
+                               "maskdit_min_snr", "maskdit_edm") == []  # fewer than 3 seeds: no sd worth reporting
+
+
 def test_benchmark_run_throughput_report_tiny(tmp_path, tiny_fmnist):
     """Two rows × two seeds on a tiny budget with 2 evaluation points, one throughput round, then the report
     from the written files alone; a re-run skips finished runs."""
