@@ -169,26 +169,19 @@ def snapshot_kimg(path: Path) -> float:
     return float(re.search(r"ema-(\d+\.\d+)\.safetensors$", path.name).group(1))  # ema-<kimg:011.3f>...
 
 
-def extend_run(source: Path, run_dir: Path, proto: Protocol) -> None:
+def extend_run(source: Path, run_dir: Path, proto: Protocol) -> bool:
     """Start `run_dir` from `source`, the same row and seed trained for a shorter budget: copy its checkpoint,
     logs and the snapshots that lie on this protocol's grid, so train.py resumes and trains only the extra images.
 
     The result equals training from scratch: with a constant mask schedule nothing in training depends on
     total_kimg (lr warm-up, EMA ramp-up and data order go by images seen), and resume continues bit for bit
-    (tests/test_reliability.py). One line of error, before any copying, when that does not hold."""
-    from omegaconf import OmegaConf
-
-    if not (source / "config.yaml").exists():
-        raise SystemExit(f"--extend-from: {source} holds no run (no config.yaml)")
-    mask = OmegaConf.load(source / "config.yaml").mask
-    if mask.schedule != "constant" and mask.ratio_end != mask.ratio:
-        raise SystemExit(f"--extend-from: {source}/config.yaml: mask.schedule {mask.schedule} depends on "
-                         "total_kimg, so a longer run would not continue the shorter one")
-    trained = {snapshot_kimg(p): p for p in (source / "snapshots").glob("ema-*.safetensors")}
-    reached = max(trained, default=0.0)
-    missing = [k for k in grid_kimg(proto) if k <= reached and k not in trained]
-    if missing:
-        raise SystemExit(f"--extend-from: {source}/snapshots has no EMA snapshot at kimg {missing} of this grid")
+    (tests/test_reliability.py). Extending only saves time, so where `source` cannot be used this says why in one
+    line and returns False: the run then trains from scratch, to the same result."""
+    reason = why_not_extendable(source, proto)
+    if reason:
+        print(f"--extend-from: {source}: {reason}; training {run_dir.name} from scratch", flush=True)
+        return False
+    trained = trained_snapshots(source)
     run_dir.mkdir(parents=True)
     shutil.copytree(source / "checkpoints", run_dir / "checkpoints")
     for name in ("stats.jsonl", "log.txt"):
@@ -197,6 +190,36 @@ def extend_run(source: Path, run_dir: Path, proto: Protocol) -> None:
     for kimg in grid_kimg(proto):
         if kimg in trained:
             shutil.copy2(trained[kimg], run_dir / "snapshots" / trained[kimg].name)
+    return True
+
+
+def trained_snapshots(run_dir: Path) -> dict[float, Path]:
+    return {snapshot_kimg(p): p for p in (run_dir / "snapshots").glob("ema-*.safetensors")}
+
+
+def why_not_extendable(source: Path, proto: Protocol) -> str | None:
+    """None when `source` can start a run of `proto`; otherwise the reason."""
+    from omegaconf import OmegaConf
+
+    from training.checkpoint import CheckpointError, latest_checkpoint, verify
+
+    if not (source / "config.yaml").exists():
+        return "no run there (no config.yaml)"
+    mask = OmegaConf.load(source / "config.yaml").mask
+    if mask.schedule != "constant" and mask.ratio_end != mask.ratio:
+        return f"its mask.schedule {mask.schedule} depends on total_kimg, so a longer run would not continue it"
+    checkpoint = latest_checkpoint(source)
+    if checkpoint is None:
+        return "no checkpoint"
+    try:
+        verify(checkpoint)
+    except CheckpointError as err:
+        return f"its checkpoint cannot be used ({err})"
+    trained = trained_snapshots(source)
+    missing = [k for k in grid_kimg(proto) if k <= max(trained, default=0.0) and k not in trained]
+    if not trained or missing:
+        return f"no EMA snapshot at kimg {missing or grid_kimg(proto)[:1]} of this grid"
+    return None
 
 
 def snapshots(run_dir: Path, proto: Protocol) -> list[Path]:

@@ -175,5 +175,10 @@ def test_extending_a_run_equals_training_it_from_scratch(tmp_path, tiny_fmnist):
     for a, b in zip(extended, scratch):
         ta, tb = load_file(a), load_file(b)
         assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
-    with pytest.raises(SystemExit, match="no EMA snapshot at kimg"):
-        ttq.extend_run(tmp_path / "short", tmp_path / "offgrid", ttq.Protocol(kimg=0.096, points=2))
+    # a source that cannot continue this grid is declined with its reason, and the run trains from scratch
+    assert "no EMA snapshot at kimg [0.048]" in ttq.why_not_extendable(tmp_path / "short", ttq.Protocol(kimg=0.096,
+                                                                                                        points=2))
+    assert not ttq.extend_run(tmp_path / "short", tmp_path / "offgrid", ttq.Protocol(kimg=0.096, points=2))
+    assert not (tmp_path / "offgrid").exists()
+    (tmp_path / "short/checkpoints" / next((tmp_path / "short/checkpoints").iterdir()).name / "checksums.json").unlink()
+    assert "checkpoint cannot be used" in ttq.why_not_extendable(tmp_path / "short", long)
