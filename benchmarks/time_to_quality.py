@@ -393,7 +393,10 @@ def area_over_first_points(run: dict, points: int) -> float:
     return mean_over(kimg[:points], ln_fd[:points], kimg[0], kimg[points - 1])
 
 
-def power_by_budget(by_row: dict, a: str, b: str, most_seeds: int = 200) -> list[dict]:
+MOST_SEEDS = 200  # the power-by-budget table's cap on seeds needed ("> 199")
+
+
+def power_by_budget(by_row: dict, a: str, b: str, most_seeds: int = MOST_SEEDS) -> list[dict]:
     """The paired comparison a − b of the ln-FD area over images, had the budget ended at each grid point from the
     second on. Nothing in training depends on total_kimg, so the first k points of a run are exactly a shorter
     run's. Per budget: mean and sd of the paired difference, seeds for a 5 % difference and for the one observed
@@ -576,7 +579,7 @@ def budget_lines(summary: dict) -> list[str]:
     return lines
 
 
-def cap(seeds: int, most: int = 200) -> str:
+def cap(seeds: int, most: int = MOST_SEEDS) -> str:
     return f">{most - 1}" if seeds >= most else str(seeds)
 
 
