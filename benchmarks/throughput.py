@@ -153,7 +153,28 @@ def options_label(args) -> str:
     parts = [f"grad_checkpointing={args.grad_checkpointing}/{args.checkpoint_every}"] * (args.grad_checkpointing != "none")
     parts += ["residual_bf16"] * args.residual_bf16 + ["fp8"] * args.fp8
     parts += [f"memory_budget={args.memory_budget:g}"] * (args.memory_budget < 1)
+    parts += [f"inductor.{option}" for option in args.inductor]
     return " ".join(parts) or "-"
+
+
+def set_inductor_options(options: list[str]) -> None:
+    """Set torch._inductor.config entries given as dotted KEY=VALUE (true/false, numbers, or text)."""
+    import torch._inductor.config as inductor_config
+    for option in options:
+        key, sep, text = option.partition("=")
+        *path, name = key.split(".")
+        owner = inductor_config
+        for part in path:
+            owner = getattr(owner, part, None)
+        if not sep or owner is None or not hasattr(owner, name):
+            raise SystemExit(f"--inductor {option}: not a KEY=VALUE of torch._inductor.config in torch {torch.__version__}")
+        value = {"true": True, "false": False}.get(text.lower(), text)
+        if isinstance(value, str):
+            try:
+                value = float(text) if "." in text else int(text)
+            except ValueError:
+                pass
+        setattr(owner, name, value)
 
 
 def run_sampling(args, arch: str, device) -> dict:
@@ -206,6 +227,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint-every", type=int, default=1, help="checkpoint every k-th chosen block")
     p.add_argument("--residual-bf16", action="store_true", help="model.residual_bf16")
     p.add_argument("--fp8", action="store_true", help="train.fp8 (torchao float8 block linears)")
+    p.add_argument("--inductor", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="torch._inductor.config options for --compile, e.g. triton.persistent_reductions=false")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--sample", action="store_true", help="measure EDM-Heun sampling instead of training")
@@ -218,6 +241,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
+    set_inductor_options(args.inductor)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # the device train.py would use
     rows = []
     for arch in args.sizes or [args.arch]:

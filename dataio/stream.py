@@ -69,6 +69,8 @@ class InMemoryBatches:
     def next(self, latent_noise=None, copy_choice=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixels need no draws of the step (the stream holds the flips); the arguments match LatentBatches."""
         idx, flip = self.stream.next_indices(self.batch_gpu)
+        # the stream's draws live on the CPU; the images may already be in device memory (benchmarks/throughput.py)
+        idx, flip = idx.to(self.data.images.device), flip.to(self.data.images.device)  # (B,), (B,)
         images = self.data.images[idx]  # (B, C, H, W)
         images = torch.where(flip[:, None, None, None], images.flip(-1), images)
         labels = self.data.labels[idx]  # (B,)

@@ -150,7 +150,43 @@ def test_gpu_check_script_runs_end_to_end_at_a_tiny_size(tmp_path):
     record = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     rows = record["rows"]
     assert len(rows) == 7 and all("error" not in r for r in rows), rows
-    assert rows[1]["compile"] and "residual_bf16" in rows[4]["options"]
-    assert "memory_budget=0.5" in rows[6]["options"]
+    assert rows[0]["name"] == "DiT-XL/2 compiled" and rows[0]["compile"]  # the plain inductor compiled: no probe more
+    assert rows[1]["compile"] and "residual_bf16" in rows[2]["options"]
+    assert "memory_budget=0.5" in rows[4]["options"] and not rows[5]["compile"] and not rows[6]["compile"]
     assert record["environment"]["fp8"].startswith("train.fp8 needs a CUDA GPU")
     assert "| MaskDiT-XL/2 compiled |" in (tmp_path / "out" / "gpu_check.md").read_text()
+
+
+def test_gpu_check_tries_the_next_inductor_setting_when_compiling_fails():
+    """The first GPU check's compiled DiT step failed inside Triton: the probe moves on to the next setting and
+    the later compiled rows carry the first one that compiled."""
+    import gpu_check
+
+    tried = []
+
+    def run(name, flags):
+        tried.append(flags)
+        return {"name": name, "error": "exit 1: PassManager::run failed"} if len(tried) == 1 else {"name": name}
+
+    rows, setting = gpu_check.find_compile_setting(run)
+    assert len(rows) == 2 and "error" in rows[0] and "error" not in rows[1]
+    assert setting == gpu_check.COMPILE_SETTINGS[1] and tried[1][-2:] == setting
+    assert all(setting[-1] in flags for _, flags in gpu_check.configurations([], setting) if "--compile" in flags)
+    rows, setting = gpu_check.find_compile_setting(lambda name, flags: {"name": name, "error": "exit 1"})
+    assert setting is None and len(rows) == len(gpu_check.COMPILE_SETTINGS)
+    # a failed row reports the error, not the hint torch.compile prints after it
+    stderr = "Traceback ...\nRuntimeError: PassManager::run failed\n\nSet TORCHDYNAMO_VERBOSE=1 for the internal stack trace"
+    assert gpu_check.error_line(stderr) == "RuntimeError: PassManager::run failed"
+
+
+def test_throughput_sets_inductor_options_and_refuses_unknown_ones():
+    import throughput
+    import torch._inductor.config as inductor_config
+    before = inductor_config.triton.persistent_reductions
+    try:
+        throughput.set_inductor_options(["triton.persistent_reductions=false"])
+        assert inductor_config.triton.persistent_reductions is False
+    finally:
+        inductor_config.triton.persistent_reductions = before
+    with pytest.raises(SystemExit, match="triton.no_such_option"):
+        throughput.set_inductor_options(["triton.no_such_option=1"])

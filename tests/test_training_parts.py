@@ -7,7 +7,8 @@ from omegaconf import OmegaConf
 
 from dataio.fashion_mnist import load_fashion_mnist, read_idx
 from dataio.image_io import to_uint8
-from dataio.stream import ShuffledIndexStream
+from dataio.stream import InMemoryBatches, ShuffledIndexStream
+from dataio.training_data import InMemoryImages
 from diffusion.samplers import edm_sample, edm_sigma_steps, guided_denoiser
 from training.config import ConfigError, load_config
 from training.ema import EMA, ema_beta
@@ -110,6 +111,21 @@ def test_stream_global_batch_independent_of_rank_count():
         glob = one.next_indices(8)[0]
         split = torch.cat([s.next_indices(4)[0] for s in two])
         assert torch.equal(glob, split)
+
+
+def test_in_memory_batches_follow_the_images_device():
+    """Images already in device memory (benchmarks/throughput.py) take the stream's CPU draws without a device
+    clash: the first GPU check failed here. The meta device stands in for a GPU on the CPU."""
+    images = torch.arange(10.0).view(10, 1, 1, 1).expand(10, 1, 2, 3)  # (N, C, H, W), a column index per pixel
+    images = images + torch.arange(3.0).view(1, 1, 1, 3)
+    cpu = InMemoryBatches(InMemoryImages(images, torch.arange(10), 10, "cpu"), ShuffledIndexStream(10, 4, xflip=True),
+                          6, "cpu")
+    x, y = cpu.next()
+    flipped = x[:, 0, 0, 0] > x[:, 0, 0, 2]  # (B,) the flips the stream drew
+    assert flipped.any() and (~flipped).any() and torch.equal(x[:, 0, 0, 0] - flipped * 2.0, y.float())
+    on_meta = InMemoryImages(images.to("meta"), torch.arange(10, device="meta"), 10, "meta")
+    x, y = InMemoryBatches(on_meta, ShuffledIndexStream(10, 4, xflip=True), 6, "meta").next()
+    assert x.device.type == "meta" and x.shape == (6, 1, 2, 3) and y.shape == (6,)
 
 
 def test_batch_layout_and_crossing():
