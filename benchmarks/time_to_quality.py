@@ -354,20 +354,24 @@ def load_runs(root: Path) -> dict[str, dict[int, dict]]:
 
 
 def load_throughput(root: Path) -> dict[str, dict]:
-    """Per row: img/s of every round of the newest throughput file, its mean and the ratio to the reference."""
-    files = sorted((root / "throughput").glob("*.json"))
-    if not files:
+    """Per row: its img/s as a ratio to the reference measured in the same round, pooled over every round of every
+    throughput file (each ratio is side by side; separate files on a shared machine differ by up to ~8 % for one
+    row), and img/s = the reference's mean img/s × that ratio. A row never measured beside the reference keeps
+    its mean img/s and no ratio."""
+    rounds = []
+    for f in sorted((root / "throughput").glob("*.json")):
+        for rnd in json.loads(f.read_text())["rounds"]:  # an evaluation variant trains at its row's speed
+            rounds.append({**rnd, **{v: rnd[row.trains_as] for v, row in ROWS.items() if row.trains_as in rnd}})
+    if not rounds:
         return {}
-    record = json.loads(files[-1].read_text())
-    rounds = [{**rnd, **{v: rnd[row.trains_as] for v, row in ROWS.items() if row.trains_as in rnd}}
-              for rnd in record["rounds"]]  # an evaluation variant trains at its row's speed
-    rows = {name for rnd in rounds for name in rnd}
+    reference = [rnd[REFERENCE_ROW] for rnd in rounds if REFERENCE_ROW in rnd]
     out = {}
-    for name in rows:
+    for name in {name for rnd in rounds for name in rnd}:
         values = [rnd[name] for rnd in rounds if name in rnd]
-        ref = [rnd[REFERENCE_ROW] for rnd in rounds if name in rnd and REFERENCE_ROW in rnd]
-        out[name] = {"img_per_s": float(np.mean(values)), "rounds": values,
-                     "ratio": float(np.mean(np.array(values[:len(ref)]) / np.array(ref))) if ref else None}
+        ratios = [rnd[name] / rnd[REFERENCE_ROW] for rnd in rounds if name in rnd and REFERENCE_ROW in rnd]
+        img_per_s = float(np.mean(reference) * np.mean(ratios)) if ratios else float(np.mean(values))
+        out[name] = {"img_per_s": img_per_s, "rounds": values, "ratio": float(np.mean(ratios)) if ratios else None,
+                     "ratio_sd": float(np.std(ratios, ddof=1)) if len(ratios) > 1 else None}
     return out
 
 
@@ -505,6 +509,8 @@ def build_summary(root: Path) -> dict:
         summary["rows"][name] = {
             "label": ROWS[name].label, "seeds": sorted(runs), "img_per_s": speed.get(name, {}).get("img_per_s"),
             "throughput_ratio": speed.get(name, {}).get("ratio"),
+            "throughput_ratio_sd": speed.get(name, {}).get("ratio_sd"),
+            "throughput_rounds": len(speed.get(name, {}).get("rounds", [])),
             "ln_fd_area_minutes": list(primary.values()),
             "ln_fd_area_kimg": [area_over_images(r) for r in runs.values()],
             "final_fd": [r["points"][-1]["fd"] for r in runs.values()],
@@ -530,14 +536,25 @@ def build_summary(root: Path) -> dict:
     return summary
 
 
+def speed_cell(r: dict) -> str:
+    if not r["img_per_s"]:
+        return "not measured"
+    if r["throughput_ratio"] is None:
+        return f"{r['img_per_s']:.1f}"
+    sd = f" ± {r['throughput_ratio_sd']:.2f}" if r["throughput_ratio_sd"] is not None else ""
+    return f"{r['img_per_s']:.1f} ({r['throughput_ratio']:.2f}×{sd}, n {r['throughput_rounds']})"
+
+
 def markdown(summary: dict, proto_tag: str) -> str:
     lines = [f"Protocol `{proto_tag}`. ln-FD areas: mean of ln FD_fmnist over the wall-clock window shared with "
              f"{ROWS[REFERENCE_ROW].label} (primary) and over the image grid; values are means over seeds with "
-             "bootstrap 95 % intervals; lower is better.", "",
+             "bootstrap 95 % intervals; lower is better. img/s: the ratio to the reference measured in the same "
+             "round, pooled over every round of every throughput file (± its sd over rounds, n rounds), times the "
+             "reference's mean img/s.", "",
              "| row | seeds | img/s (ratio) | ln-FD area, wall-clock | ln-FD area, images | final FD | final class acc "
              "| min to DiT final FD |", "|---|---|---|---|---|---|---|---|"]
     for name, r in summary["rows"].items():
-        speed = f"{r['img_per_s']:.1f} ({r['throughput_ratio']:.2f}×)" if r["img_per_s"] else "not measured"
+        speed = speed_cell(r)
         reach = [v for v in r["minutes_to_dit_final"].values()]
         reached = [v for v in reach if v is not None]
         reach_txt = (f"{np.mean(reached):.2f} ({len(reached)}/{len(reach)} reached)" if reached

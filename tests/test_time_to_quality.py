@@ -38,7 +38,23 @@ def test_an_evaluation_variant_shares_its_rows_run_and_speed(tmp_path):
     (tmp_path / "throughput/1.json").write_text(json.dumps({"rounds": rounds}))
     speed = ttq.load_throughput(tmp_path)
     assert speed["unet_ddpm_noclip"] == speed["unet_ddpm"]
-    assert speed["unet_ddpm_noclip"]["img_per_s"] == 5.0 and speed["unet_ddpm_noclip"]["ratio"] == pytest.approx(0.45)
+    # img/s = the reference's mean (11) × the mean side-by-side ratio (0.4, 0.5)
+    assert speed["unet_ddpm_noclip"]["img_per_s"] == pytest.approx(11 * 0.45)
+    assert speed["unet_ddpm_noclip"]["ratio"] == pytest.approx(0.45)
+
+
+def test_throughput_ratios_pool_every_side_by_side_file(tmp_path):
+    """Each ratio is taken within one round; the rounds of every file count, so a slower machine on one day moves
+    the reference's img/s but not the ratios."""
+    (tmp_path / "throughput").mkdir()
+    (tmp_path / "throughput/1.json").write_text(json.dumps({"rounds": [{"maskdit_edm": 40.0, "dit_edm": 36.0}]}))
+    (tmp_path / "throughput/2.json").write_text(json.dumps({"rounds": [{"maskdit_edm": 20.0, "dit_edm": 16.0},
+                                                                        {"maskdit_edm": 20.0}]}))
+    speed = ttq.load_throughput(tmp_path)
+    assert speed["dit_edm"]["ratio"] == pytest.approx((0.9 + 0.8) / 2)
+    assert speed["dit_edm"]["img_per_s"] == pytest.approx(np.mean([40.0, 20.0, 20.0]) * 0.85)
+    assert speed["dit_edm"]["ratio_sd"] == pytest.approx(np.std([0.9, 0.8], ddof=1))
+    assert speed["maskdit_edm"]["ratio"] == 1.0 and speed["maskdit_edm"]["rounds"] == [40.0, 20.0, 20.0]
 
 
 def test_seeds_needed_matches_the_paired_t_test_power():
