@@ -2,8 +2,8 @@
 
 A seed fixes everything a row does not change (initialisation, data order, draws, evaluation noise), so the
 unit of evidence is the per-seed difference d_k = row_k − ref_k. We report its mean, a percentile bootstrap
-95 % interval, a Wilcoxon signed-rank p and the probability of improvement, and size the number of seeds with
-the paired t-test power calculation.
+95 % interval and a Student-t 95 % interval, a Wilcoxon signed-rank p and the probability of improvement, and
+size the number of seeds with the paired t-test power calculation.
 """
 
 import math
@@ -29,6 +29,16 @@ def wilcoxon_p(diffs: np.ndarray) -> float | None:
     if len(diffs) < 2 or np.all(diffs == 0):
         return None
     return float(stats.wilcoxon(diffs, alternative="two-sided").pvalue)
+
+
+def t_interval(diffs: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean of `diffs`: mean ± t_{n−1} · sd / √n. Wider than the percentile bootstrap
+    at small n (the bootstrap under-covers there), so a claim needs both to exclude zero."""
+    diffs = np.asarray(diffs, dtype=np.float64)
+    if len(diffs) < 2:
+        return (float("nan"), float("nan"))
+    half = stats.t.ppf((1 + level) / 2, len(diffs) - 1) * diffs.std(ddof=1) / math.sqrt(len(diffs))
+    return float(diffs.mean() - half), float(diffs.mean() + half)
 
 
 def probability_of_improvement(diffs: np.ndarray) -> float:
@@ -65,4 +75,14 @@ def paired_comparison(row: dict[int, float], ref: dict[int, float]) -> dict | No
     lo, hi = bootstrap_ci(diffs)
     return {"seeds": seeds, "diffs": diffs.tolist(), "mean": float(diffs.mean()),
             "sd": float(diffs.std(ddof=1)) if len(diffs) > 1 else float("nan"), "ci95": [lo, hi],
+            "t_ci95": list(t_interval(diffs)),
             "wilcoxon_p": wilcoxon_p(diffs), "p_improvement": probability_of_improvement(diffs)}
+
+
+def resolved(c: dict | None, least_seeds: int = 8) -> bool:
+    """The README's rule for calling a paired difference a result: at least `least_seeds` seeds (issue #12), and
+    both the bootstrap and the t interval exclude zero on the same side."""
+    if c is None or len(c["seeds"]) < least_seeds:
+        return False
+    bounds = np.array(c["ci95"] + c["t_ci95"])
+    return bool(np.all(bounds < 0) or np.all(bounds > 0))

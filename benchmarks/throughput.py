@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
@@ -158,7 +159,7 @@ def options_label(args) -> str:
 
 
 def set_inductor_options(options: list[str]) -> None:
-    """Set torch._inductor.config entries given as dotted KEY=VALUE (true/false, numbers, or text)."""
+    """Set torch._inductor.config entries given as dotted KEY=VALUE (VALUE read as a YAML scalar)."""
     import torch._inductor.config as inductor_config
     for option in options:
         key, sep, text = option.partition("=")
@@ -168,13 +169,7 @@ def set_inductor_options(options: list[str]) -> None:
             owner = getattr(owner, part, None)
         if not sep or owner is None or not hasattr(owner, name):
             raise SystemExit(f"--inductor {option}: not a KEY=VALUE of torch._inductor.config in torch {torch.__version__}")
-        value = {"true": True, "false": False}.get(text.lower(), text)
-        if isinstance(value, str):
-            try:
-                value = float(text) if "." in text else int(text)
-            except ValueError:
-                pass
-        setattr(owner, name, value)
+        setattr(owner, name, yaml.safe_load(text))  # the YAML scalar rules of OmegaConf's own dotlists
 
 
 def run_sampling(args, arch: str, device) -> dict:

@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from paired_stats import bootstrap_ci, paired_comparison, seeds_needed  # noqa: E402
+from paired_stats import bootstrap_ci, paired_comparison, resolved, seeds_needed  # noqa: E402
 
 README_BEGIN, README_END = "<!-- ttq-table:begin -->", "<!-- ttq-table:end -->"
 
@@ -480,12 +480,15 @@ def reach_minutes(by_row: dict, speed: dict, row: str) -> dict[int, float | None
 
 
 def fmt_ci(c: dict | None, digits: int = 3) -> str:
+    """mean [bootstrap] (t: [t interval]), Wilcoxon p, P(better); the mean in bold when `resolved`."""
     if c is None:
         return "—"
-    lo, hi = c["ci95"]
+    (lo, hi), (t_lo, t_hi) = c["ci95"], c["t_ci95"]
     p = f"{c['wilcoxon_p']:.2f}" if c["wilcoxon_p"] is not None else "—"
-    ci = f" [{lo:+.{digits}f}, {hi:+.{digits}f}]" if np.isfinite(lo) else ""
-    return f"{c['mean']:+.{digits}f}{ci}, p {p}, P(better) {c['p_improvement']:.2f}"
+    ci = (f" [{lo:+.{digits}f}, {hi:+.{digits}f}] (t: [{t_lo:+.{digits}f}, {t_hi:+.{digits}f}])"
+          if np.isfinite(lo) else "")
+    mean = f"{c['mean']:+.{digits}f}"
+    return f"{f'**{mean}**' if resolved(c) else mean}{ci}, p {p}, P(better) {c['p_improvement']:.2f}"
 
 
 def mean_ci(values: list[float], digits: int = 3) -> str:
@@ -563,8 +566,9 @@ def markdown(summary: dict, proto_tag: str) -> str:
             r["label"], ",".join(map(str, r["seeds"])), speed,
             mean_ci(r["ln_fd_area_minutes"]) if r["ln_fd_area_minutes"] else "—", mean_ci(r["ln_fd_area_kimg"]),
             mean_ci(r["final_fd"], 1), mean_ci(r["final_class_accuracy"]), reach_txt]) + " |")
-    lines += ["", "Paired differences (row − other, per seed; negative = row better): mean [95 % bootstrap], "
-              "Wilcoxon p, probability of improvement.", "",
+    lines += ["", "Paired differences (row − other, per seed; negative = row better): mean [95 % bootstrap] "
+              "(t: [95 % Student-t]), Wilcoxon p, probability of improvement. A mean in bold is a result: ≥ 8 "
+              "seeds and both intervals exclude zero.", "",
               "| comparison | seeds | Δ ln-FD area, wall-clock | Δ ln-FD area, images | Δ final FD | seeds for 5 % / 10 % |",
               "|---|---|---|---|---|---|"]
     for key, comp in summary["comparisons"].items():

@@ -182,11 +182,12 @@ def test_gpu_check_tries_the_next_inductor_setting_when_compiling_fails():
 def test_throughput_sets_inductor_options_and_refuses_unknown_ones():
     import throughput
     import torch._inductor.config as inductor_config
-    before = inductor_config.triton.persistent_reductions
+    before = inductor_config.triton.persistent_reductions, inductor_config.triton.spill_threshold
     try:
-        throughput.set_inductor_options(["triton.persistent_reductions=false"])
+        throughput.set_inductor_options(["triton.persistent_reductions=false", "triton.spill_threshold=32"])
         assert inductor_config.triton.persistent_reductions is False
+        assert inductor_config.triton.spill_threshold == 32 and isinstance(inductor_config.triton.spill_threshold, int)
     finally:
-        inductor_config.triton.persistent_reductions = before
+        inductor_config.triton.persistent_reductions, inductor_config.triton.spill_threshold = before
     with pytest.raises(SystemExit, match="triton.no_such_option"):
         throughput.set_inductor_options(["triton.no_such_option=1"])

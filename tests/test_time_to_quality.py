@@ -77,6 +77,24 @@ def test_paired_comparison_statistics():
     assert c["ci95"][0] <= -0.45 <= c["ci95"][1] and c["ci95"][1] < 0
     assert c["wilcoxon_p"] == pytest.approx(stats.wilcoxon([-0.5, -0.4, -0.6, -0.4, -0.5, -0.3]).pvalue)
     assert paired_stats.probability_of_improvement(np.array([-1.0, 0.0, 1.0, -2.0])) == pytest.approx(0.625)
+    # t interval: mean ± t_{0.975, 5} · sd / √6, with sd of the six differences by hand (deviations from −0.45:
+    # −0.05, 0.05, −0.15, 0.05, −0.05, 0.15 → sum of squares 0.055)
+    half = stats.t.ppf(0.975, 5) * np.sqrt(0.055 / 5) / np.sqrt(6)
+    assert c["t_ci95"] == pytest.approx([-0.45 - half, -0.45 + half])
+    assert not paired_stats.resolved(c)  # six seeds are fewer than the eight a claim needs
+
+
+def test_a_result_needs_both_intervals_and_eight_seeds():
+    """At t ≈ 2.05 with 10 seeds the percentile bootstrap (≈ mean ± 1.96·sd·√(9/10)/√10) excludes zero and the
+    t interval (mean ± 2.26·sd/√10) does not: such a difference is not called a result."""
+    ref = {s: 0.0 for s in range(10)}
+    steady = paired_stats.paired_comparison({s: -0.02 + 0.002 * s for s in range(10)}, ref)  # mean -0.011
+    assert paired_stats.resolved(steady) and "**-0.011**" in ttq.fmt_ci(steady)
+    spread = np.array([-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, -1.2, 1.2, 0.0])  # mean 0
+    borderline = paired_stats.paired_comparison(
+        dict(enumerate(0.01 * (spread - 2.05 * spread.std(ddof=1) / np.sqrt(10)))), ref)
+    assert borderline["ci95"][1] < 0 < borderline["t_ci95"][1]
+    assert not paired_stats.resolved(borderline) and "**" not in ttq.fmt_ci(borderline)
 
 
 def run_json(row, seed, fds, kimg=(1.0, 2.0, 3.0)):
@@ -139,7 +157,7 @@ def test_benchmark_run_throughput_report_tiny(tmp_path, tiny_fmnist):
     eval_cfg.write_text(f"base: {REPO / 'configs/test/fashion-mnist.yaml'}\nbatch_gpu: 16\npr_features: 16\n")
     results, work = tmp_path / "docs", tmp_path / "work"
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{ttq.README_BEGIN}\nold\n{ttq.README_END}\nrest\n")
+    readme.write_text(f"intro\n{ttq.README_BEGIN}\nstale table\n{ttq.README_END}\nrest\n")
     common = ["--rows", "maskdit_edm", "dit_tread", "--kimg", "0.064", "--points", "2", "--num-samples", "20",
               "--num-steps", "2", "--eval-config", str(eval_cfg), "--results", str(results), "--work", str(work),
               f"data.path={tiny_fmnist}", *TINY_MODEL]
@@ -162,7 +180,7 @@ def test_benchmark_run_throughput_report_tiny(tmp_path, tiny_fmnist):
     assert comp["ln_fd_area_minutes"]["seeds"] == [0, 1] and len(comp["final_fd"]["diffs"]) == 2
     assert summary["rows"]["maskdit_edm"]["throughput_ratio"] == pytest.approx(1.0)
     text = readme.read_text()
-    assert text.startswith("intro\n") and text.endswith("rest\n") and "old" not in text
+    assert text.startswith("intro\n") and text.endswith("rest\n") and "stale table" not in text
     assert "DiT + TREAD routing 50%" in text and (tag / "quality.png").stat().st_size > 0
 
     before = {p.name: p.stat().st_mtime_ns for p in (tag / "runs").iterdir()}
