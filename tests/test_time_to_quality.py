@@ -14,19 +14,22 @@ from conftest import REPO, run_cli
 sys.path.insert(0, str(REPO / "benchmarks"))
 import paired_stats  # noqa: E402
 import time_to_quality as ttq  # noqa: E402
+import ttq_endpoints  # noqa: E402
+import ttq_report  # noqa: E402
+import ttq_rows  # noqa: E402
 
 TINY_MODEL = ["model.depth=4", "model.width=32", "model.heads=2", "model.decoder_depth=1", "model.decoder_width=32",
               "model.decoder_heads=2", "train.batch_size=16", "optim.warmup_kimg=0.05"]
 
 
-@pytest.mark.parametrize("name", sorted(ttq.ROWS))
+@pytest.mark.parametrize("name", sorted(ttq_rows.ROWS))
 def test_every_row_is_a_valid_config(name):
     """A row's overrides load on the protocol's configs (a bad key or combination fails here, not hours into a run)."""
     from evaluation.config import load_eval_config
     from training.config import load_config
 
-    defaults, row = ttq.Protocol(), ttq.ROWS[name]
-    load_config(REPO / defaults.config, ttq.ROWS[row.trains_as or name].train_overrides)
+    defaults, row = ttq.Protocol(), ttq_rows.ROWS[name]
+    load_config(REPO / defaults.config, ttq_rows.ROWS[row.trains_as or name].train_overrides)
     load_eval_config(REPO / defaults.eval_config, row.eval_overrides)
 
 
@@ -36,7 +39,7 @@ def test_an_evaluation_variant_shares_its_rows_run_and_speed(tmp_path):
     (tmp_path / "throughput").mkdir()
     rounds = [{"maskdit_edm": 10.0, "unet_ddpm": 4.0}, {"unet_ddpm": 6.0, "maskdit_edm": 12.0}]
     (tmp_path / "throughput/1.json").write_text(json.dumps({"rounds": rounds}))
-    speed = ttq.load_throughput(tmp_path)
+    speed = ttq_report.load_throughput(tmp_path)
     assert speed["unet_ddpm_noclip"] == speed["unet_ddpm"]
     # img/s = the reference's mean (11) × the mean side-by-side ratio (0.4, 0.5)
     assert speed["unet_ddpm_noclip"]["img_per_s"] == pytest.approx(11 * 0.45)
@@ -50,7 +53,7 @@ def test_throughput_ratios_pool_every_side_by_side_file(tmp_path):
     (tmp_path / "throughput/1.json").write_text(json.dumps({"rounds": [{"maskdit_edm": 40.0, "dit_edm": 36.0}]}))
     (tmp_path / "throughput/2.json").write_text(json.dumps({"rounds": [{"maskdit_edm": 20.0, "dit_edm": 16.0},
                                                                         {"maskdit_edm": 20.0}]}))
-    speed = ttq.load_throughput(tmp_path)
+    speed = ttq_report.load_throughput(tmp_path)
     assert speed["dit_edm"]["ratio"] == pytest.approx((0.9 + 0.8) / 2)
     assert speed["dit_edm"]["img_per_s"] == pytest.approx(np.mean([40.0, 20.0, 20.0]) * 0.85)
     assert speed["dit_edm"]["ratio_sd"] == pytest.approx(np.std([0.9, 0.8], ddof=1))
@@ -89,12 +92,12 @@ def test_a_result_needs_both_intervals_and_eight_seeds():
     t interval (mean ± 2.26·sd/√10) does not: such a difference is not called a result."""
     ref = {s: 0.0 for s in range(10)}
     steady = paired_stats.paired_comparison({s: -0.02 + 0.002 * s for s in range(10)}, ref)  # mean -0.011
-    assert paired_stats.resolved(steady) and "**-0.011**" in ttq.fmt_ci(steady)
+    assert paired_stats.resolved(steady) and "**-0.011**" in ttq_report.fmt_ci(steady)
     spread = np.array([-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, -1.2, 1.2, 0.0])  # mean 0
     borderline = paired_stats.paired_comparison(
         dict(enumerate(0.01 * (spread - 2.05 * spread.std(ddof=1) / np.sqrt(10)))), ref)
     assert borderline["ci95"][1] < 0 < borderline["t_ci95"][1]
-    assert not paired_stats.resolved(borderline) and "**" not in ttq.fmt_ci(borderline)
+    assert not paired_stats.resolved(borderline) and "**" not in ttq_report.fmt_ci(borderline)
 
 
 def run_json(row, seed, fds, kimg=(1.0, 2.0, 3.0)):
@@ -110,14 +113,14 @@ def test_endpoints_on_the_shared_wall_clock_window():
     by_row, speed = {"maskdit_edm": slow, "dit_edm": fast}, {"maskdit_edm": {"img_per_s": 1000 / 60},
                                                              "dit_edm": {"img_per_s": 2000 / 60}}
     # slow: minute m has kimg m; fast: minute m has kimg 2m. Shared window: [1, 1.5] minutes.
-    assert ttq.shared_window(slow, 1000 / 60, fast, 2000 / 60) == pytest.approx((1.0, 1.5))
-    ends = ttq.endpoints(by_row, speed, "dit_edm", "maskdit_edm")
+    assert ttq_endpoints.shared_window(slow, 1000 / 60, fast, 2000 / 60) == pytest.approx((1.0, 1.5))
+    ends = ttq_endpoints.endpoints(by_row, speed, "dit_edm", "maskdit_edm")
     grid = np.linspace(1, 1.5, 401)
     expect_fast = np.trapezoid(np.interp(grid * 2, [1, 2, 3], np.log([100, 50, 25])), grid) / 0.5
     assert ends["dit_edm"]["ln_fd_area_minutes"][0] == pytest.approx(expect_fast, rel=1e-6)
     assert ends["dit_edm"]["ln_fd_area_kimg"][0] == pytest.approx(ends["maskdit_edm"]["ln_fd_area_kimg"][0])
-    assert ttq.minutes_to_reach(fast[0], 2000 / 60, 75.0) == pytest.approx(0.75)
-    assert ttq.minutes_to_reach(slow[0], 1000 / 60, 20.0) is None
+    assert ttq_endpoints.minutes_to_reach(fast[0], 2000 / 60, 75.0) == pytest.approx(0.75)
+    assert ttq_endpoints.minutes_to_reach(slow[0], 1000 / 60, 20.0) is None
 
 
 def test_power_by_budget_is_the_comparison_of_shorter_runs():
@@ -127,7 +130,7 @@ def test_power_by_budget_is_the_comparison_of_shorter_runs():
     fd_a = {0: (90.0, 60.0, 55.0), 1: (100.0, 80.0, 66.0), 2: (85.0, 70.0, 52.0)}
     by_row = {"maskdit_min_snr": {s: run_json("maskdit_min_snr", s, f) for s, f in fd_a.items()},
               "maskdit_edm": {s: run_json("maskdit_edm", s, f) for s, f in fd_b.items()}}
-    budgets = ttq.power_by_budget(by_row, "maskdit_min_snr", "maskdit_edm")
+    budgets = ttq_endpoints.power_by_budget(by_row, "maskdit_min_snr", "maskdit_edm")
     assert [b["kimg"] for b in budgets] == [2.0, 3.0]
 
     def area(fds, k):  # mean of the piecewise-linear ln FD over kimg 1..k, equal spacing: the trapezoid rule
@@ -139,7 +142,7 @@ def test_power_by_budget_is_the_comparison_of_shorter_runs():
         assert b["mean"] == pytest.approx(diffs.mean(), rel=1e-4) and b["sd"] == pytest.approx(diffs.std(ddof=1), rel=1e-3)
         assert b["seeds_for_5pct"] == paired_stats.seeds_needed(b["sd"], np.log(1.05), most=200)
         assert b["seeds_for_observed"] == paired_stats.seeds_needed(b["sd"], abs(b["mean"]), most=200)
-    assert ttq.power_by_budget({k: {s: v[s] for s in (0, 1)} for k, v in by_row.items()},
+    assert ttq_endpoints.power_by_budget({k: {s: v[s] for s in (0, 1)} for k, v in by_row.items()},
                                "maskdit_min_snr", "maskdit_edm") == []  # fewer than 3 seeds: no sd worth reporting
 
 
@@ -157,7 +160,7 @@ def test_benchmark_run_throughput_report_tiny(tmp_path, tiny_fmnist):
     eval_cfg.write_text(f"base: {REPO / 'configs/test/fashion-mnist.yaml'}\nbatch_gpu: 16\npr_features: 16\n")
     results, work = tmp_path / "docs", tmp_path / "work"
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{ttq.README_BEGIN}\nstale table\n{ttq.README_END}\nrest\n")
+    readme.write_text(f"intro\n{ttq_report.README_BEGIN}\nstale table\n{ttq_report.README_END}\nrest\n")
     common = ["--rows", "maskdit_edm", "dit_tread", "--kimg", "0.064", "--points", "2", "--num-samples", "20",
               "--num-steps", "2", "--eval-config", str(eval_cfg), "--results", str(results), "--work", str(work),
               f"data.path={tiny_fmnist}", *TINY_MODEL]
@@ -195,7 +198,7 @@ def test_extending_a_run_equals_training_it_from_scratch(tmp_path, tiny_fmnist):
 
     short = ttq.Protocol(kimg=0.064, points=2)
     long = ttq.Protocol(kimg=0.128, points=4)
-    row, overrides = ttq.ROWS["maskdit_edm"], [f"data.path={tiny_fmnist}", *TINY_MODEL]
+    row, overrides = ttq_rows.ROWS["maskdit_edm"], [f"data.path={tiny_fmnist}", *TINY_MODEL]
     ttq.train_run(tmp_path / "short", row, 0, short, overrides)
     ttq.extend_run(tmp_path / "short", tmp_path / "extended", long)
     assert sorted(p.name for p in (tmp_path / "extended/snapshots").iterdir()) == [

@@ -1,0 +1,236 @@
+"""The time-to-quality report: the table, the plot and the README section, rebuilt from the committed files of
+one protocol (runs/*.json and throughput/*.json under docs/benchmarks/ttq/<protocol>/) alone, so that later
+work adds seeds instead of re-running."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+from paired_stats import bootstrap_ci, resolved, seeds_needed
+from ttq_endpoints import (
+    MOST_SEEDS,
+    area_over_images,
+    compare,
+    curve,
+    endpoints,
+    power_by_budget,
+    reach_minutes,
+)
+from ttq_rows import ADAPTIVE_ROWS, FIXED_MASKDIT_ROWS, REFERENCE_ROW, ROWS, SEED_CLAIMS
+
+README_BEGIN, README_END = "<!-- ttq-table:begin -->", "<!-- ttq-table:end -->"
+
+
+def load_runs(root: Path) -> dict[str, dict[int, dict]]:
+    by_row: dict[str, dict[int, dict]] = {}
+    for f in sorted((root / "runs").glob("*.json")):
+        run = json.loads(f.read_text())
+        by_row.setdefault(run["row"], {})[run["seed"]] = run
+    return by_row
+
+
+def load_throughput(root: Path) -> dict[str, dict]:
+    """Per row: its img/s as a ratio to the reference measured in the same round, pooled over every round of every
+    throughput file (each ratio is side by side; separate files on a shared machine differ by up to ~8 % for one
+    row), and img/s = the reference's mean img/s × that ratio. A row never measured beside the reference keeps
+    its mean img/s and no ratio."""
+    rounds = []
+    for f in sorted((root / "throughput").glob("*.json")):
+        for rnd in json.loads(f.read_text())["rounds"]:  # an evaluation variant trains at its row's speed
+            rounds.append({**rnd, **{v: rnd[row.trains_as] for v, row in ROWS.items() if row.trains_as in rnd}})
+    if not rounds:
+        return {}
+    reference = [rnd[REFERENCE_ROW] for rnd in rounds if REFERENCE_ROW in rnd]
+    out = {}
+    for name in {name for rnd in rounds for name in rnd}:
+        values = [rnd[name] for rnd in rounds if name in rnd]
+        ratios = [rnd[name] / rnd[REFERENCE_ROW] for rnd in rounds if name in rnd and REFERENCE_ROW in rnd]
+        img_per_s = float(np.mean(reference) * np.mean(ratios)) if ratios else float(np.mean(values))
+        out[name] = {"img_per_s": img_per_s, "rounds": values, "ratio": float(np.mean(ratios)) if ratios else None,
+                     "ratio_sd": float(np.std(ratios, ddof=1)) if len(ratios) > 1 else None}
+    return out
+
+
+def fmt_ci(c: dict | None, digits: int = 3) -> str:
+    """mean [bootstrap] (t: [t interval]), Wilcoxon p, P(better); the mean in bold when `resolved`."""
+    if c is None:
+        return "—"
+    (lo, hi), (t_lo, t_hi) = c["ci95"], c["t_ci95"]
+    p = f"{c['wilcoxon_p']:.2f}" if c["wilcoxon_p"] is not None else "—"
+    ci = (f" [{lo:+.{digits}f}, {hi:+.{digits}f}] (t: [{t_lo:+.{digits}f}, {t_hi:+.{digits}f}])"
+          if np.isfinite(lo) else "")
+    mean = f"{c['mean']:+.{digits}f}"
+    return f"{f'**{mean}**' if resolved(c) else mean}{ci}, p {p}, P(better) {c['p_improvement']:.2f}"
+
+
+def mean_ci(values: list[float], digits: int = 3) -> str:
+    """Mean over seeds with its bootstrap 95 % interval."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
+        return f"{v.mean():.{digits}f}"
+    lo, hi = bootstrap_ci(v)
+    return f"{v.mean():.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def build_summary(root: Path) -> dict:
+    by_row, speed = load_runs(root), load_throughput(root)
+    rows = [name for name in ROWS if name in by_row]
+    summary = {"rows": {}, "comparisons": {}, "power": {}, "power_by_budget": {}}
+    for name in rows:
+        runs = by_row[name]
+        reach = reach_minutes(by_row, speed, name)
+        primary = endpoints(by_row, speed, name, REFERENCE_ROW)[name]["ln_fd_area_minutes"] \
+            if REFERENCE_ROW in by_row else {}
+        summary["rows"][name] = {
+            "label": ROWS[name].label, "seeds": sorted(runs), "img_per_s": speed.get(name, {}).get("img_per_s"),
+            "throughput_ratio": speed.get(name, {}).get("ratio"),
+            "throughput_ratio_sd": speed.get(name, {}).get("ratio_sd"),
+            "throughput_rounds": len(speed.get(name, {}).get("rounds", [])),
+            "ln_fd_area_minutes": list(primary.values()),
+            "ln_fd_area_kimg": [area_over_images(r) for r in runs.values()],
+            "final_fd": [r["points"][-1]["fd"] for r in runs.values()],
+            "final_class_accuracy": [r["points"][-1]["class_accuracy"] for r in runs.values()],
+            "minutes_to_dit_final": reach,
+            "curve_kimg": curve(next(iter(runs.values())))[0].tolist(),
+            "curve_fd": [[p["fd"] for p in r["points"]] for r in runs.values()]}
+    pairs = [(name, REFERENCE_ROW) for name in rows if name != REFERENCE_ROW and REFERENCE_ROW in by_row]
+    pairs += [(a, f) for a in ADAPTIVE_ROWS for f in FIXED_MASKDIT_ROWS
+              if a in by_row and f in by_row and f != REFERENCE_ROW]
+    pairs += [(a, b) for a, b in SEED_CLAIMS if a in by_row and b in by_row]
+    for a, b in pairs:
+        summary["comparisons"][f"{a} vs {b}"] = compare(by_row, speed, a, b)
+        budgets = power_by_budget(by_row, a, b) if b == REFERENCE_ROW or (a, b) in SEED_CLAIMS else []
+        if budgets:
+            summary["power_by_budget"][f"{a} vs {b}"] = budgets
+    for key, comp in summary["comparisons"].items():
+        c = comp.get("ln_fd_area_minutes") or comp.get("ln_fd_area_kimg")
+        if c is not None and len(c["seeds"]) > 1:
+            # 5 % lower FD throughout = ln(1.05) lower mean ln FD
+            summary["power"][key] = {"sd_diff": c["sd"], "seeds_for_5pct": seeds_needed(c["sd"], np.log(1.05)),
+                                     "seeds_for_10pct": seeds_needed(c["sd"], np.log(1.10))}
+    return summary
+
+
+def speed_cell(r: dict) -> str:
+    if not r["img_per_s"]:
+        return "not measured"
+    if r["throughput_ratio"] is None:
+        return f"{r['img_per_s']:.1f}"
+    sd = f" ± {r['throughput_ratio_sd']:.2f}" if r["throughput_ratio_sd"] is not None else ""
+    return f"{r['img_per_s']:.1f} ({r['throughput_ratio']:.2f}×{sd}, n {r['throughput_rounds']})"
+
+
+def markdown(summary: dict, proto_tag: str) -> str:
+    lines = [f"Protocol `{proto_tag}`. ln-FD areas: mean of ln FD_fmnist over the wall-clock window shared with "
+             f"{ROWS[REFERENCE_ROW].label} (primary) and over the image grid; values are means over seeds with "
+             "bootstrap 95 % intervals; lower is better. img/s: the ratio to the reference measured in the same "
+             "round, pooled over every round of every throughput file (± its sd over rounds, n rounds), times the "
+             "reference's mean img/s.", "",
+             "| row | seeds | img/s (ratio) | ln-FD area, wall-clock | ln-FD area, images | final FD | final class acc "
+             "| min to DiT final FD |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in summary["rows"].items():
+        speed = speed_cell(r)
+        reach = [v for v in r["minutes_to_dit_final"].values()]
+        reached = [v for v in reach if v is not None]
+        reach_txt = (f"{np.mean(reached):.2f} ({len(reached)}/{len(reach)} reached)" if reached
+                     else (f"not reached (0/{len(reach)})" if reach else "—"))
+        lines.append("| " + " | ".join([
+            r["label"], ",".join(map(str, r["seeds"])), speed,
+            mean_ci(r["ln_fd_area_minutes"]) if r["ln_fd_area_minutes"] else "—", mean_ci(r["ln_fd_area_kimg"]),
+            mean_ci(r["final_fd"], 1), mean_ci(r["final_class_accuracy"]), reach_txt]) + " |")
+    lines += ["", "Paired differences (row − other, per seed; negative = row better): mean [95 % bootstrap] "
+              "(t: [95 % Student-t]), Wilcoxon p, probability of improvement. A mean in bold is a result: ≥ 8 "
+              "seeds and both intervals exclude zero.", "",
+              "| comparison | seeds | Δ ln-FD area, wall-clock | Δ ln-FD area, images | Δ final FD | seeds for 5 % / 10 % |",
+              "|---|---|---|---|---|---|"]
+    for key, comp in summary["comparisons"].items():
+        a, b = key.split(" vs ")
+        first = next(iter(comp.values()))
+        power = summary["power"].get(key)
+        lines.append("| " + " | ".join([
+            f"{ROWS[a].label} vs {ROWS[b].label}", str(len(first["seeds"])), fmt_ci(comp.get("ln_fd_area_minutes")),
+            fmt_ci(comp.get("ln_fd_area_kimg")), fmt_ci(comp.get("final_fd"), 1),
+            f"{power['seeds_for_5pct']} / {power['seeds_for_10pct']}" if power else "—"]) + " |")
+    return "\n".join(lines + budget_lines(summary)) + "\n"
+
+
+def budget_lines(summary: dict) -> list[str]:
+    """The power-by-budget table: one line per comparison with ≥ 3 seeds, one column per budget."""
+    budgets = summary["power_by_budget"]
+    if not budgets:
+        return []
+    kimgs = [b["kimg"] for b in next(iter(budgets.values()))]
+    lines = ["", "Power by budget: the paired ln-FD area over images had the runs stopped at each grid point "
+             "(kimg). Each cell: mean Δ, paired sd → seeds for a 5 % difference / for the Δ observed there "
+             "(\">\" at the cap).", "",
+             "| comparison | " + " | ".join(f"{k:g}" for k in kimgs) + " |", "|---|" + "---|" * len(kimgs)]
+    for key, rows in budgets.items():
+        a, b = key.split(" vs ")
+        cells = [f"{r['mean']:+.3f}, {r['sd']:.3f} → {cap(r['seeds_for_5pct'])} / {cap(r['seeds_for_observed'])}"
+                 for r in rows]
+        lines.append(f"| {ROWS[a].label} vs {ROWS[b].label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def cap(seeds: int, most: int = MOST_SEEDS) -> str:
+    return f">{most - 1}" if seeds >= most else str(seeds)
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    for name, r in summary["rows"].items():
+        kimg, fds = np.array(r["curve_kimg"]), np.log(np.array(r["curve_fd"]))  # (K,), (S, K)
+        mean = fds.mean(0)
+        half = 1.96 * fds.std(0, ddof=1) / np.sqrt(len(fds)) if len(fds) > 1 else np.zeros_like(mean)
+        # (axis, x values): wall-clock on the left (only with a measured img/s), images in the middle
+        panels = ([(axes[0], kimg * 1000 / r["img_per_s"] / 60)] if r["img_per_s"] else []) + [(axes[1], kimg)]
+        for ax, xs in panels:
+            ax.plot(xs, np.exp(mean), marker="o", ms=3, label=f"{r['label']} (n={len(fds)})")
+            ax.fill_between(xs, np.exp(mean - half), np.exp(mean + half), alpha=0.15)
+    axes[0].set_xlabel("training wall-clock (min, from measured img/s)")
+    axes[1].set_xlabel("training images (kimg)")
+    for ax in axes[:2]:
+        ax.set_ylabel("FD_fmnist (lower is better)")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=6)
+    names = [k for k in summary["comparisons"] if k.endswith(f"vs {REFERENCE_ROW}")]
+    for i, key in enumerate(names):
+        comp = summary["comparisons"][key]
+        c = comp.get("ln_fd_area_minutes") or comp.get("ln_fd_area_kimg")
+        axes[2].scatter(c["diffs"], [i] * len(c["diffs"]), s=12, color="gray")
+        if np.isfinite(c["ci95"][0]):
+            axes[2].plot(c["ci95"], [i, i], color="C0", lw=3)
+        axes[2].plot([c["mean"]], [i], "kd")
+    axes[2].axvline(0, color="k", lw=0.8)
+    axes[2].set_yticks(range(len(names)), [ROWS[k.split(" vs ")[0]].label for k in names], fontsize=6)
+    axes[2].set_xlabel(f"Δ mean ln FD vs {ROWS[REFERENCE_ROW].label} (per seed, 95 % CI)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(root: Path, readme: Path | None = None) -> str:
+    """Rebuild table.md, summary.json and quality.png under a protocol's results folder `root` (and the table
+    section of `readme`) from the committed run and throughput files alone. -> the table."""
+    summary = build_summary(root)
+    if not summary["rows"]:
+        sys.exit(f"error: no finished runs under {root / 'runs'}")
+    table = markdown(summary, root.name)
+    (root / "table.md").write_text(table)
+    (root / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    plot(summary, root / "quality.png")
+    if readme is not None:
+        text = readme.read_text()
+        pattern = re.compile(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), re.S)
+        if not pattern.search(text):
+            sys.exit(f"error: {readme} has no {README_BEGIN} ... {README_END} section to replace")
+        readme.write_text(pattern.sub(lambda _: f"{README_BEGIN}\n{table}{README_END}", text))
+    return table
