@@ -219,3 +219,22 @@ def test_extending_a_run_equals_training_it_from_scratch(tmp_path, tiny_fmnist):
     assert not (tmp_path / "offgrid").exists()
     (tmp_path / "short/checkpoints" / next((tmp_path / "short/checkpoints").iterdir()).name / "checksums.json").unlink()
     assert "checkpoint cannot be used" in ttq.why_not_extendable(tmp_path / "short", long)
+
+
+def test_eval_noise_decomposition_by_hand():
+    """Evaluation variance: the within-snapshot variance of the paired ln-FD difference over evaluation seeds,
+    pooled over training seeds; total: the variance over training seeds of the committed runs' difference."""
+    import ttq_eval_noise
+
+    ln_fd = {"a": {0: [1.0, 1.2, 1.1], 1: [2.0, 2.0, 2.3]}, "b": {0: [0.9, 1.0, 1.1], 1: [2.0, 2.1, 2.0]}}
+    # differences: seed 0 [0.1, 0.2, 0.0] (variance 0.01), seed 1 [0.0, -0.1, 0.3] (variance 0.0433...)
+    committed = {n: {s: run_json(n, s, (9.0, float(np.exp(v[0])))) for s, v in d.items()} for n, d in ln_fd.items()}
+    committed["a"][2], committed["b"][2] = run_json("a", 2, (9.0, np.exp(1.5))), run_json("b", 2, (9.0, np.exp(1.2)))
+    out = ttq_eval_noise.decomposition(ln_fd, committed, "a", "b", point=-1)
+    eval_var = (0.01 + np.var([0.0, -0.1, 0.3], ddof=1)) / 2
+    total_var = np.var([0.1, 0.0, 0.3], ddof=1)  # replicate 0 of seeds 0, 1 and the committed seed 2
+    assert out["eval_sd"] == pytest.approx(np.sqrt(eval_var))
+    assert out["total_sd"] == pytest.approx(np.sqrt(total_var)) and out["total_seeds"] == 3
+    assert out["eval_share_of_variance"] == pytest.approx(eval_var / total_var)
+    assert ttq_eval_noise.replicate_eval_seed(7, 0) == 7  # replicate 0 is the protocol's own evaluation
+    assert len({ttq_eval_noise.replicate_eval_seed(s, r) for s in range(100) for r in range(1, 10)}) == 900
