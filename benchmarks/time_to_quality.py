@@ -288,9 +288,8 @@ def protocol_from(args) -> Protocol:
                     args.threads)
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["run", "throughput", "report"])
+def add_protocol_args(p: argparse.ArgumentParser) -> None:
+    """The options that make a Protocol (and so name its results folder)."""
     defaults = Protocol()
     p.add_argument("--config", default=defaults.config)
     p.add_argument("--kimg", type=float, default=defaults.kimg, help="training images per run")
@@ -300,6 +299,12 @@ def parse_args(argv=None):
     p.add_argument("--eval-config", default=defaults.eval_config)
     p.add_argument("--threads", type=int, default=defaults.threads,
                    help="CPU threads per training run (part of the protocol: it fixes the float reduction order)")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["run", "throughput", "report"])
+    add_protocol_args(p)
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--rounds", type=int, default=3, help="throughput: interleaved rounds")

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from time_to_quality import REPO, Evaluator, Protocol, run_dir_of, snapshots
+from time_to_quality import REPO, Evaluator, Protocol, add_protocol_args, protocol_from, run_dir_of, snapshots
 from ttq_report import load_runs
 from ttq_rows import ROWS
 
@@ -56,6 +56,7 @@ def decomposition(ln_fd: dict, committed: dict, a: str, b: str, point: int) -> d
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_protocol_args(p)
     p.add_argument("--rows", nargs=2, required=True, choices=list(ROWS), metavar="ROW")
     p.add_argument("--seeds", type=int, nargs="+", required=True)
     p.add_argument("--replicates", type=int, default=4, help="evaluation seeds per snapshot (the first is the protocol's)")
@@ -64,7 +65,7 @@ def main(argv=None) -> None:
     p.add_argument("--results", default="docs/benchmarks/ttq")
     p.add_argument("--work", default="results/ttq-work")
     args = p.parse_args(argv)
-    proto = Protocol()
+    proto = protocol_from(args)
     root, work = REPO / args.results / proto.tag(), (REPO / args.work / proto.tag()).resolve()
     committed = load_runs(root)
     for name in args.rows:

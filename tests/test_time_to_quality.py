@@ -186,6 +186,14 @@ def test_benchmark_run_throughput_report_tiny(tmp_path, tiny_fmnist):
     assert text.startswith("intro\n") and text.endswith("rest\n") and "stale table" not in text
     assert "DiT + TREAD routing 50%" in text and (tag / "quality.png").stat().st_size > 0
 
+    # the evaluation-noise decomposition re-scores the snapshots; it exits with an error unless replicate 0
+    # reproduces each committed FD exactly
+    protocol = [a for a in common if a not in ("--rows", "maskdit_edm", "dit_tread") and "=" not in a]
+    run_cli("benchmarks/ttq_eval_noise.py", "--rows", "dit_tread", "maskdit_edm", "--seeds", "0", "1",
+            "--replicates", "2", "--reference", f"fashion_mnist:train:{tiny_fmnist}", *protocol, env_extra=env)
+    noise = json.loads(next((tag / "eval_noise").iterdir()).read_text())
+    assert noise["total_seeds"] == 2 and noise["eval_sd"] >= 0 and len(noise["ln_fd"]["dit_tread"]["1"]) == 2
+
     before = {p.name: p.stat().st_mtime_ns for p in (tag / "runs").iterdir()}
     run_cli("benchmarks/time_to_quality.py", "run", "--seeds", "0", "1", *common, env_extra=env)
     assert {p.name: p.stat().st_mtime_ns for p in (tag / "runs").iterdir()} == before
