@@ -49,9 +49,9 @@ def decomposition(ln_fd: dict, committed: dict, a: str, b: str, point: int) -> d
     total = np.array([np.log(committed[a][s]["points"][point]["fd"]) - np.log(committed[b][s]["points"][point]["fd"])
                       for s in both])  # (S_all,)
     total_var = float(total.var(ddof=1))
-    return {"eval_sd": eval_var ** 0.5, "eval_sd_per_row": {n: float(np.mean([np.std(v, ddof=1) for v in ln_fd[n].values()]))
-                                                           for n in (a, b)},
-            "total_sd": total_var ** 0.5, "total_seeds": len(both), "eval_share_of_variance": eval_var / total_var}
+    per_row = {n: float(np.mean([np.std(v, ddof=1) for v in ln_fd[n].values()])) for n in (a, b)}  # unpaired
+    return {"eval_sd": eval_var ** 0.5, "eval_sd_per_row": per_row, "total_sd": total_var ** 0.5,
+            "total_seeds": len(both), "eval_share_of_variance": eval_var / total_var}
 
 
 def main(argv=None) -> None:
@@ -59,7 +59,8 @@ def main(argv=None) -> None:
     add_protocol_args(p)
     p.add_argument("--rows", nargs=2, required=True, choices=list(ROWS), metavar="ROW")
     p.add_argument("--seeds", type=int, nargs="+", required=True)
-    p.add_argument("--replicates", type=int, default=4, help="evaluation seeds per snapshot (the first is the protocol's)")
+    p.add_argument("--replicates", type=int, default=4,
+                   help="evaluation seeds per snapshot (the first is the protocol's)")
     p.add_argument("--point", type=int, default=-1, help="grid index of the snapshot scored (default: the last)")
     p.add_argument("--reference", default="fashion_mnist:test")
     p.add_argument("--results", default="docs/benchmarks/ttq")
