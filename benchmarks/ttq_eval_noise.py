@@ -20,6 +20,7 @@ import time
 import numpy as np
 import torch
 
+from paired_stats import paired_comparison
 from time_to_quality import REPO, Evaluator, Protocol, add_protocol_args, protocol_from, run_dir_of, snapshots
 from ttq_report import load_runs
 from ttq_rows import ROWS
@@ -45,13 +46,12 @@ def decomposition(ln_fd: dict, committed: dict, a: str, b: str, point: int) -> d
     seeds = sorted(ln_fd[a])
     diffs = np.array([np.subtract(ln_fd[a][s], ln_fd[b][s]) for s in seeds])  # (S, R)
     eval_var = float(np.mean(diffs.var(axis=1, ddof=1)))  # pooled within-seed variance
-    both = sorted(set(committed[a]) & set(committed[b]))
-    total = np.array([np.log(committed[a][s]["points"][point]["fd"]) - np.log(committed[b][s]["points"][point]["fd"])
-                      for s in both])  # (S_all,)
-    total_var = float(total.var(ddof=1))
+    ln_fd_at_point = {n: {s: float(np.log(r["points"][point]["fd"])) for s, r in committed[n].items()} for n in (a, b)}
+    total = paired_comparison(ln_fd_at_point[a], ln_fd_at_point[b])  # over every committed seed pair
+    total_var = total["sd"] ** 2
     per_row = {n: float(np.mean([np.std(v, ddof=1) for v in ln_fd[n].values()])) for n in (a, b)}  # unpaired
     return {"eval_sd": eval_var ** 0.5, "eval_sd_per_row": per_row, "total_sd": total_var ** 0.5,
-            "total_seeds": len(both), "eval_share_of_variance": eval_var / total_var}
+            "total_seeds": len(total["seeds"]), "eval_share_of_variance": eval_var / total_var}
 
 
 def main(argv=None) -> None:
