@@ -301,6 +301,13 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
                    help="CPU threads per training run (part of the protocol: it fixes the float reduction order)")
 
 
+def add_location_args(p: argparse.ArgumentParser) -> None:
+    """Where the reference set, the committed results and the working files are."""
+    p.add_argument("--reference", default="fashion_mnist:test", help="eval_latent.py source of the reference set")
+    p.add_argument("--results", default="docs/benchmarks/ttq", help="committed results root")
+    p.add_argument("--work", default="results/ttq-work", help="checkpoints and snapshots (not committed)")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["run", "throughput", "report"])
@@ -311,9 +318,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=24, help="throughput: timed optimizer steps per row and round")
     p.add_argument("--throughput-threads", type=int, default=os.cpu_count(),
                    help="throughput: CPU threads per run (default: all cores, as a user trains)")
-    p.add_argument("--reference", default="fashion_mnist:test", help="eval_latent.py source of the reference set")
-    p.add_argument("--results", default="docs/benchmarks/ttq", help="committed results root")
-    p.add_argument("--work", default="results/ttq-work", help="checkpoints and snapshots (not committed)")
+    add_location_args(p)
     p.add_argument("--extend-from", default=None, metavar="PROTOCOL_TAG",
                    help="run: start each new run from the same row and seed of this shorter protocol (its checkpoint "
                         "and the snapshots on this grid), training only the extra images")

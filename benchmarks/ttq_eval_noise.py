@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from paired_stats import paired_comparison
-from time_to_quality import REPO, Evaluator, Protocol, add_protocol_args, protocol_from, run_dir_of, snapshots
+from time_to_quality import (REPO, Evaluator, Protocol, add_location_args, add_protocol_args, protocol_from,
+                             run_dir_of, snapshots)
 from ttq_report import load_runs
 from ttq_rows import ROWS
 
@@ -62,9 +63,7 @@ def main(argv=None) -> None:
     p.add_argument("--replicates", type=int, default=4,
                    help="evaluation seeds per snapshot (the first is the protocol's)")
     p.add_argument("--point", type=int, default=-1, help="grid index of the snapshot scored (default: the last)")
-    p.add_argument("--reference", default="fashion_mnist:test")
-    p.add_argument("--results", default="docs/benchmarks/ttq")
-    p.add_argument("--work", default="results/ttq-work")
+    add_location_args(p)
     args = p.parse_args(argv)
     proto = protocol_from(args)
     root, work = REPO / args.results / proto.tag(), (REPO / args.work / proto.tag()).resolve()
