@@ -72,17 +72,47 @@ def shared_window(runs_a: dict, speed_a: float, runs_b: dict, speed_b: float) ->
     return (lo, hi) if hi > lo else None
 
 
-def minutes_to_reach(run: dict, img_per_s: float, target_fd: float) -> float | None:
-    """First training minute at which the piecewise-linear FD curve reaches target_fd (None: never)."""
+def kimg_to_reach(run: dict, target_fd: float) -> float | None:
+    """First kimg at which the piecewise-linear FD curve reaches target_fd (None: never)."""
     kimg = np.array([p["kimg"] for p in run["points"]])
     fd = np.array([p["fd"] for p in run["points"]])
     for i in range(len(fd)):
         if fd[i] <= target_fd:
             if i == 0:
-                return float(kimg[0] * 1000 / img_per_s / 60)
+                return float(kimg[0])
             frac = (fd[i - 1] - target_fd) / (fd[i - 1] - fd[i])
-            return float((kimg[i - 1] + frac * (kimg[i] - kimg[i - 1])) * 1000 / img_per_s / 60)
+            return float(kimg[i - 1] + frac * (kimg[i] - kimg[i - 1]))
     return None
+
+
+def minutes_to_reach(run: dict, img_per_s: float, target_fd: float) -> float | None:
+    """First training minute at which the piecewise-linear FD curve reaches target_fd (None: never)."""
+    kimg = kimg_to_reach(run, target_fd)
+    return None if kimg is None else kimg * 1000 / img_per_s / 60
+
+
+def speedup_to_baseline_final(by_row: dict, row: str, baseline: str) -> dict:
+    """The speed-up as SpeeD, Min-SNR-γ and TREAD define theirs: training the baseline needs to reach its final FD
+    over what the row needs to reach the same FD, per seed, in images (the papers count iterations at equal
+    batch). Its log is the paired difference ln kimg_baseline − ln kimg_row, so the statistics are
+    paired_comparison's over the seeds where the row got there. A seed where it did not has a speed-up below
+    what the budget can show, so it is kept as censored: it counts as the lowest value in the median over all
+    seeds (None when half or more did not get there) and is left out of the mean."""
+    ln_kimg = {baseline: {}, row: {}}
+    not_reached = []
+    for s in sorted(set(by_row[row]) & set(by_row[baseline])):
+        target = by_row[baseline][s]["points"][-1]["fd"]
+        reached = kimg_to_reach(by_row[row][s], target)
+        if reached is None:
+            not_reached.append(s)
+            continue
+        ln_kimg[row][s] = float(np.log(reached))
+        ln_kimg[baseline][s] = float(np.log(kimg_to_reach(by_row[baseline][s], target)))
+    ln_speedups = sorted(ln_kimg[baseline][s] - ln_kimg[row][s] for s in ln_kimg[row])
+    all_seeds = [-np.inf] * len(not_reached) + ln_speedups  # ascending, censored seeds lowest
+    median = float(np.exp(np.median(all_seeds))) if all_seeds else None
+    return {"ln_speedup": paired_comparison(ln_kimg[baseline], ln_kimg[row]), "not_reached": not_reached,
+            "median_speedup": median if median else None}
 
 
 def endpoints(by_row: dict, speed: dict, a: str, b: str) -> dict[str, dict[str, dict[int, float]]]:

@@ -17,8 +17,9 @@ from ttq_endpoints import (
     endpoints,
     power_by_budget,
     reach_minutes,
+    speedup_to_baseline_final,
 )
-from ttq_rows import ADAPTIVE_ROWS, FIXED_MASKDIT_ROWS, REFERENCE_ROW, ROWS, SEED_CLAIMS
+from ttq_rows import ADAPTIVE_ROWS, FIXED_MASKDIT_ROWS, PAPER_SPEEDUPS, REFERENCE_ROW, ROWS, SEED_CLAIMS
 
 README_BEGIN, README_END = "<!-- ttq-table:begin -->", "<!-- ttq-table:end -->"
 
@@ -77,7 +78,7 @@ def mean_ci(values: list[float], digits: int = 3) -> str:
 def build_summary(root: Path) -> dict:
     by_row, speed = load_runs(root), load_throughput(root)
     rows = [name for name in ROWS if name in by_row]
-    summary = {"rows": {}, "comparisons": {}, "power": {}, "power_by_budget": {}}
+    summary = {"rows": {}, "comparisons": {}, "power": {}, "power_by_budget": {}, "paper_speedups": {}}
     for name in rows:
         runs = by_row[name]
         reach = reach_minutes(by_row, speed, name)
@@ -104,6 +105,9 @@ def build_summary(root: Path) -> dict:
         budgets = power_by_budget(by_row, a, b) if b == REFERENCE_ROW or (a, b) in SEED_CLAIMS else []
         if budgets:
             summary["power_by_budget"][f"{a} vs {b}"] = budgets
+    for (a, b), claimed in PAPER_SPEEDUPS.items():
+        if a in by_row and b in by_row:
+            summary["paper_speedups"][f"{a} vs {b}"] = {"claimed": claimed, **speedup_to_baseline_final(by_row, a, b)}
     for key, comp in summary["comparisons"].items():
         c = comp.get("ln_fd_area_minutes") or comp.get("ln_fd_area_kimg")
         if c is not None and len(c["seeds"]) > 1:
@@ -153,7 +157,32 @@ def markdown(summary: dict, proto_tag: str) -> str:
             f"{ROWS[a].label} vs {ROWS[b].label}", str(len(first["seeds"])), fmt_ci(comp.get("ln_fd_area_minutes")),
             fmt_ci(comp.get("ln_fd_area_kimg")), fmt_ci(comp.get("final_fd"), 1),
             f"{power['seeds_for_5pct']} / {power['seeds_for_10pct']}" if power else "—"]) + " |")
-    return "\n".join(lines + budget_lines(summary)) + "\n"
+    return "\n".join(lines + speedup_lines(summary) + budget_lines(summary)) + "\n"
+
+
+def speedup_lines(summary: dict) -> list[str]:
+    """The papers' own speed-up definition, per claim (ttq_endpoints.speedup_to_baseline_final)."""
+    if not summary["paper_speedups"]:
+        return []
+    lines = ["", "Speed-up as the papers define it: images the baseline needs to reach its own final FD over images the "
+             "row needs to reach the same FD, per seed. Median over all seeds (a seed that never got there counts "
+             "as the lowest; \"not reached\" when half did not), the geometric mean [95 % bootstrap] (t: [95 % "
+             "Student-t]) over the seeds that got there, and the median in wall-clock (× the img/s ratio).", "",
+             "| claim | paper | seeds reached | median, images | mean over those reached, images | median, wall-clock |",
+             "|---|---|---|---|---|---|"]
+    for key, s in summary["paper_speedups"].items():
+        a, b = key.split(" vs ")
+        c, median = s["ln_speedup"], s["median_speedup"]
+        reached = len(c["seeds"]) if c else 0
+        mean = "—" if c is None else (f"{np.exp(c['mean']):.2f}× [{np.exp(c['ci95'][0]):.2f}, "
+                                      f"{np.exp(c['ci95'][1]):.2f}] (t: [{np.exp(c['t_ci95'][0]):.2f}, "
+                                      f"{np.exp(c['t_ci95'][1]):.2f}])")
+        speed_a, speed_b = summary["rows"][a]["img_per_s"], summary["rows"][b]["img_per_s"]
+        wall = f"{median * speed_a / speed_b:.2f}×" if median and speed_a and speed_b else "—"
+        lines.append(f"| {ROWS[a].label} vs {ROWS[b].label} | {s['claimed']:g}× | "
+                     f"{reached}/{reached + len(s['not_reached'])} | "
+                     f"{f'{median:.2f}×' if median else 'not reached'} | {mean} | {wall} |")
+    return lines
 
 
 def budget_lines(summary: dict) -> list[str]:

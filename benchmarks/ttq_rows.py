@@ -66,3 +66,6 @@ FIXED_MASKDIT_ROWS = ("maskdit_edm", "maskdit_speed", "maskdit_min_snr", "maskdi
 SEED_CLAIMS = (("dit_speed", "dit_ddpm"), ("dit_min_snr", "dit_ddpm"), ("dit_tread", "dit_edm"),
                ("maskdit_tread", "maskdit_edm"), ("maskdit_bf16_residual", "maskdit_bf16"),
                ("unet_ddpm", "unet_ddpm_noclip"))
+# the speed-ups the papers claim, in training iterations to the baseline's FID (REFERENCE.md §2, §5): SpeeD ~3×
+# and Min-SNR-γ 3.4× over uniform-t DDPM, TREAD 14× over DiT (at 400K iterations)
+PAPER_SPEEDUPS = {("dit_speed", "dit_ddpm"): 3.0, ("dit_min_snr", "dit_ddpm"): 3.4, ("dit_tread", "dit_edm"): 14.0}

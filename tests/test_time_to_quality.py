@@ -123,6 +123,23 @@ def test_endpoints_on_the_shared_wall_clock_window():
     assert ttq_endpoints.minutes_to_reach(slow[0], 1000 / 60, 20.0) is None
 
 
+def test_speedup_as_the_papers_define_it():
+    """Images the baseline needs to reach its final FD over images the row needs for the same FD: seed 0 gets to
+    200 at 2 kimg (1.5×), seed 1 at 1 kimg (3×), seed 2 never (censored: lowest in the median, out of the mean)."""
+    base = {s: run_json("dit_ddpm", s, (400.0, 300.0, 200.0)) for s in range(3)}
+    row = {0: run_json("dit_speed", 0, (300.0, 200.0, 150.0)), 1: run_json("dit_speed", 1, (200.0, 150.0, 100.0)),
+           2: run_json("dit_speed", 2, (500.0, 400.0, 300.0))}
+    assert ttq_endpoints.kimg_to_reach(row[0], 250.0) == pytest.approx(1.5)
+    out = ttq_endpoints.speedup_to_baseline_final({"dit_ddpm": base, "dit_speed": row}, "dit_speed", "dit_ddpm")
+    assert out["not_reached"] == [2] and out["median_speedup"] == pytest.approx(1.5)
+    assert out["ln_speedup"]["seeds"] == [0, 1]
+    assert np.exp(out["ln_speedup"]["mean"]) == pytest.approx(np.sqrt(1.5 * 3.0))
+    # two of three never get there: the median is not defined by what the budget shows
+    row[1] = run_json("dit_speed", 1, (500.0, 400.0, 300.0))
+    assert ttq_endpoints.speedup_to_baseline_final({"dit_ddpm": base, "dit_speed": row}, "dit_speed",
+                                                   "dit_ddpm")["median_speedup"] is None
+
+
 def test_power_by_budget_is_the_comparison_of_shorter_runs():
     """Budget k = the first k grid points: its paired differences are those of the runs cut there (trapezoid mean
     of ln FD by hand), and the seeds needed follow the sd of those differences."""
