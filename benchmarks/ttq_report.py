@@ -134,9 +134,9 @@ def markdown(summary: dict, proto_tag: str) -> str:
              "reference's mean img/s.", "",
              "| row | seeds | img/s (ratio) | ln-FD area, wall-clock | ln-FD area, images | final FD | final class acc "
              "| min to DiT final FD |", "|---|---|---|---|---|---|---|---|"]
-    for name, r in summary["rows"].items():
+    for r in summary["rows"].values():
         speed = speed_cell(r)
-        reach = [v for v in r["minutes_to_dit_final"].values()]
+        reach = list(r["minutes_to_dit_final"].values())
         reached = [v for v in reach if v is not None]
         reach_txt = (f"{np.mean(reached):.2f} ({len(reached)}/{len(reach)} reached)" if reached
                      else (f"not reached (0/{len(reach)})" if reach else "—"))
@@ -214,7 +214,7 @@ def plot(summary: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
-    for name, r in summary["rows"].items():
+    for r in summary["rows"].values():
         kimg, fds = np.array(r["curve_kimg"]), np.log(np.array(r["curve_fd"]))  # (K,), (S, K)
         mean = fds.mean(0)
         half = 1.96 * fds.std(0, ddof=1) / np.sqrt(len(fds)) if len(fds) > 1 else np.zeros_like(mean)
@@ -258,7 +258,7 @@ def write_report(root: Path, readme: Path | None = None) -> str:
     plot(summary, root / "quality.png")
     if readme is not None:
         text = readme.read_text()
-        pattern = re.compile(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), re.S)
+        pattern = re.compile(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), re.DOTALL)
         if not pattern.search(text):
             sys.exit(f"error: {readme} has no {README_BEGIN} ... {README_END} section to replace")
         readme.write_text(pattern.sub(lambda _: f"{README_BEGIN}\n{table}{README_END}", text))
