@@ -182,14 +182,20 @@ class Evaluator:
         self.ref_pool = reference_pool_features(self.ref, self.feature_net, base, self.device)
 
     def __call__(self, snapshot: Path, seed: int, overrides: list[str], grid: Path | None) -> dict:
-        from evaluation.config import load_eval_config
         from evaluation.evaluate import evaluate_snapshot
 
-        # evaluation seeds depend on the run's seed only: the same noise and classes for every row of a seed
-        cfg = load_eval_config(self.proto.eval_config, [
-            f"num_samples={self.proto.num_samples}", f"sampling.num_steps={self.proto.num_steps}", "sampling.sampler=edm",
-            f"seed_start={seed * 1_000_000}", *overrides])
+        cfg = eval_config(self.proto, seed, overrides)
         return evaluate_snapshot(snapshot, cfg, self.feature_net, self.ref, self.ref_pool, self.device, grid)
+
+
+def eval_config(proto: Protocol, seed: int, overrides: list[str]):
+    """The protocol's evaluation config for a seed: its sampler, n and seeds, then the row's overrides. Evaluation
+    seeds depend on the run's seed only: the same noise and classes for every row of a seed."""
+    from evaluation.config import load_eval_config
+
+    return load_eval_config(proto.eval_config, [
+        f"num_samples={proto.num_samples}", f"sampling.num_steps={proto.num_steps}", "sampling.sampler=edm",
+        f"seed_start={seed * 1_000_000}", *overrides])
 
 
 def evaluate_run(run_dir: Path, name: str, seed: int, evaluator: Evaluator, proto: Protocol) -> dict:

@@ -211,6 +211,13 @@ def test_benchmark_run_throughput_report_tiny(tmp_path, tiny_fmnist):
     noise = json.loads(next((tag / "eval_noise").iterdir()).read_text())
     assert noise["total_seeds"] == 2 and noise["eval_sd"] >= 0 and len(noise["ln_fd"]["dit_tread"]["1"]) == 2
 
+    # the sample-range diagnostic samples a snapshot exactly as the evaluation does
+    run_cli("benchmarks/ttq_sample_range.py", "--rows", "dit_tread", "--seeds", "1", "--grid-index", "-1", "--reference",
+            f"fashion_mnist:train:{tiny_fmnist}", *protocol, env_extra=env)
+    ranges = json.loads(next((tag / "sample_range").iterdir()).read_text())
+    assert [(r["row"], r["seed"], r["kimg"]) for r in ranges["samples"]] == [("dit_tread", 1, 0.064)]
+    assert 0 < ranges["reference"]["black"] < 1 and ranges["reference"]["above_1"] == 0
+
     before = {p.name: p.stat().st_mtime_ns for p in (tag / "runs").iterdir()}
     run_cli("benchmarks/time_to_quality.py", "run", "--seeds", "0", "1", *common, env_extra=env)
     assert {p.name: p.stat().st_mtime_ns for p in (tag / "runs").iterdir()} == before
@@ -244,6 +251,17 @@ def test_extending_a_run_equals_training_it_from_scratch(tmp_path, tiny_fmnist):
     assert not (tmp_path / "offgrid").exists()
     (tmp_path / "short/checkpoints" / next((tmp_path / "short/checkpoints").iterdir()).name / "checksums.json").unlink()
     assert "checkpoint cannot be used" in ttq.why_not_extendable(tmp_path / "short", long)
+
+
+def test_sample_range_shares_by_hand():
+    """Out of range before the clamp; white and black after quantising as dataio.image_io.to_uint8 does."""
+    import ttq_sample_range
+
+    x = torch.tensor([-1.5, -1.0, 0.0, 0.999, 1.0, 2.0]).view(1, 1, 2, 3)
+    out = ttq_sample_range.range_stats(x)
+    assert out["above_1"] == pytest.approx(1 / 6) and out["below_minus_1"] == pytest.approx(1 / 6)
+    assert out["white"] == pytest.approx(3 / 6) and out["black"] == pytest.approx(2 / 6)
+    assert out["mean"] == pytest.approx(x.double().mean().item())
 
 
 def test_eval_noise_decomposition_by_hand():
