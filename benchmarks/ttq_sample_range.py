@@ -35,10 +35,11 @@ from ttq_rows import ROWS
 def range_stats(images: torch.Tensor) -> dict:
     """images (N, C, H, W) in the data's [−1, 1] scale, before any clamp -> shares of pixels out of range and at
     the two ends once quantised to uint8 as the evaluation does."""
-    x = images.double()
-    quantised = (x * 127.5 + 128).clamp(0, 255).floor()  # dataio.image_io.to_uint8's rounding
+    from dataio.image_io import to_uint8
+
+    x, quantised = images.double(), to_uint8(images)  # quantised: (N, H, W, C) uint8, as the evaluation sees it
     return {"above_1": float((x > 1).double().mean()), "below_minus_1": float((x < -1).double().mean()),
-            "white": float((quantised == 255).double().mean()), "black": float((quantised == 0).double().mean()),
+            "white": float((quantised == 255).mean()), "black": float((quantised == 0).mean()),
             "mean": float(x.mean()), "std": float(x.std())}
 
 
