@@ -174,15 +174,22 @@ def speedup_lines(summary: dict) -> list[str]:
         a, b = key.split(" vs ")
         c, median = s["ln_speedup"], s["median_speedup"]
         reached = len(c["seeds"]) if c else 0
-        mean = "—" if c is None else (f"{np.exp(c['mean']):.2f}× [{np.exp(c['ci95'][0]):.2f}, "
-                                      f"{np.exp(c['ci95'][1]):.2f}] (t: [{np.exp(c['t_ci95'][0]):.2f}, "
-                                      f"{np.exp(c['t_ci95'][1]):.2f}])")
+        mean = "—" if c is None else geometric_mean_ci(c)
         speed_a, speed_b = summary["rows"][a]["img_per_s"], summary["rows"][b]["img_per_s"]
         wall = f"{median * speed_a / speed_b:.2f}×" if median and speed_a and speed_b else "—"
         lines.append(f"| {ROWS[a].label} vs {ROWS[b].label} | {s['claimed']:g}× | "
                      f"{reached}/{reached + len(s['not_reached'])} | "
                      f"{f'{median:.2f}×' if median else 'not reached'} | {mean} | {wall} |")
     return lines
+
+
+def geometric_mean_ci(c: dict) -> str:
+    """A ln speed-up's paired comparison as a factor with its intervals; one seed has none."""
+    mean = f"{np.exp(c['mean']):.2f}×"
+    if not np.isfinite(c["ci95"][0]):
+        return f"{mean} (one seed)"
+    return (f"{mean} [{np.exp(c['ci95'][0]):.2f}, {np.exp(c['ci95'][1]):.2f}] "
+            f"(t: [{np.exp(c['t_ci95'][0]):.2f}, {np.exp(c['t_ci95'][1]):.2f}])")
 
 
 def budget_lines(summary: dict) -> list[str]:

@@ -16,6 +16,7 @@ Writes docs/benchmarks/ttq/<protocol>/sample_range/<stamp>.json and prints a tab
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 from time_to_quality import (
@@ -80,6 +81,14 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def snapshots_or_exit(run_dir: Path, proto: Protocol) -> list[Path]:
+    """The run's evaluation snapshots, or one error line naming the run directory."""
+    try:
+        return snapshots(run_dir, proto)
+    except RuntimeError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_protocol_args(p)
@@ -91,15 +100,15 @@ def main(argv=None) -> None:
     proto = protocol_from(args)
     work = (REPO / args.work / proto.tag()).resolve()
     torch.set_num_threads(proto.threads)
+    runs = {(name, seed): snapshots_or_exit(run_dir_of(work, name, seed), proto)  # checked before any sampling
+            for name in args.rows for seed in args.seeds}
     result = {"protocol": proto.tag(), "reference": reference_stats(args.reference), "samples": []}
-    for name in args.rows:
-        for seed in args.seeds:
-            found = snapshots(run_dir_of(work, name, seed), proto)
-            for point in args.grid_index:
-                images = sample_snapshot(found[point], proto, seed, ROWS[name].eval_overrides)
-                result["samples"].append({"row": name, "seed": seed, "kimg": snapshot_kimg(found[point]),
-                                          **range_stats(images)})
-                print(json.dumps(result["samples"][-1]), flush=True)
+    for (name, seed), found in runs.items():
+        for point in args.grid_index:
+            images = sample_snapshot(found[point], proto, seed, ROWS[name].eval_overrides)
+            result["samples"].append({"row": name, "seed": seed, "kimg": snapshot_kimg(found[point]),
+                                      **range_stats(images)})
+            print(json.dumps(result["samples"][-1]), flush=True)
     out = REPO / args.results / proto.tag() / "sample_range" / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")

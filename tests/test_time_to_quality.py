@@ -134,6 +134,10 @@ def test_speedup_as_the_papers_define_it():
     assert out["not_reached"] == [2] and out["median_speedup"] == pytest.approx(1.5)
     assert out["ln_speedup"]["seeds"] == [0, 1]
     assert np.exp(out["ln_speedup"]["mean"]) == pytest.approx(np.sqrt(1.5 * 3.0))
+    assert ttq_report.geometric_mean_ci(out["ln_speedup"]).startswith("2.12× [1.50, 3.00] (t: [")
+    one = ttq_endpoints.speedup_to_baseline_final({"dit_ddpm": base, "dit_speed": {0: row[0], 2: row[2]}},
+                                                  "dit_speed", "dit_ddpm")
+    assert ttq_report.geometric_mean_ci(one["ln_speedup"]) == "1.50× (one seed)"  # no nan interval
     # two of three never get there: the median is not defined by what the budget shows
     row[1] = run_json("dit_speed", 1, (500.0, 400.0, 300.0))
     assert ttq_endpoints.speedup_to_baseline_final({"dit_ddpm": base, "dit_speed": row}, "dit_speed",
@@ -217,6 +221,10 @@ def test_benchmark_run_throughput_report_tiny(tmp_path, tiny_fmnist):
     ranges = json.loads(next((tag / "sample_range").iterdir()).read_text())
     assert [(r["row"], r["seed"], r["kimg"]) for r in ranges["samples"]] == [("dit_tread", 1, 0.064)]
     assert 0 < ranges["reference"]["black"] < 1 and ranges["reference"]["above_1"] == 0
+    missing = run_cli("benchmarks/ttq_sample_range.py", "--rows", "dit_tread", "--seeds", "1", "7", *protocol,
+                      check=False, env_extra=env)  # seed 7 never trained: one line, before the reference is read
+    assert missing.returncode != 0 and missing.stderr.strip().count("\n") == 0
+    assert "dit_tread-seed7" in missing.stderr and "0 of 2 evaluation snapshots" in missing.stderr
 
     before = {p.name: p.stat().st_mtime_ns for p in (tag / "runs").iterdir()}
     run_cli("benchmarks/time_to_quality.py", "run", "--seeds", "0", "1", *common, env_extra=env)
