@@ -19,7 +19,7 @@ from ttq_endpoints import (
     reach_minutes,
     speedup_to_baseline_final,
 )
-from ttq_rows import ADAPTIVE_ROWS, FIXED_MASKDIT_ROWS, PAPER_SPEEDUPS, REFERENCE_ROW, ROWS, SEED_CLAIMS
+from ttq_rows import ADAPTIVE_ROWS, CLAIM_PAIRS, FIXED_MASKDIT_ROWS, PAPER_SPEEDUPS, REFERENCE_ROW, ROWS
 
 README_BEGIN, README_END = "<!-- ttq-table:begin -->", "<!-- ttq-table:end -->"
 
@@ -99,10 +99,10 @@ def build_summary(root: Path) -> dict:
     pairs = [(name, REFERENCE_ROW) for name in rows if name != REFERENCE_ROW and REFERENCE_ROW in by_row]
     pairs += [(a, f) for a in ADAPTIVE_ROWS for f in FIXED_MASKDIT_ROWS
               if a in by_row and f in by_row and f != REFERENCE_ROW]
-    pairs += [(a, b) for a, b in SEED_CLAIMS if a in by_row and b in by_row]
+    pairs += [(a, b) for a, b in CLAIM_PAIRS if a in by_row and b in by_row]
     for a, b in pairs:
         summary["comparisons"][f"{a} vs {b}"] = compare(by_row, speed, a, b)
-        budgets = power_by_budget(by_row, a, b) if b == REFERENCE_ROW or (a, b) in SEED_CLAIMS else []
+        budgets = power_by_budget(by_row, a, b) if b == REFERENCE_ROW or (a, b) in CLAIM_PAIRS else []
         if budgets:
             summary["power_by_budget"][f"{a} vs {b}"] = budgets
     for (a, b), claimed in PAPER_SPEEDUPS.items():

@@ -68,9 +68,10 @@ ADAPTIVE_ROWS = ("maskdit_importance", "maskdit_lp", "maskdit_excess", "maskdit_
                  "maskdit_adaptive_weight", "maskdit_min_snr_excess", "maskdit_min_snr_importance")
 FIXED_MASKDIT_ROWS = ("maskdit_edm", "maskdit_speed", "maskdit_min_snr", "maskdit_min_snr_uniform",
                       "maskdit_edm2_pixel")
-# pairs compared besides those with the reference and adaptive-vs-fixed: the seeds' own claims in their settings,
-# the diagnostics, and Min-SNR-5's σ density (uniform t as the Min-SNR paper and DiT + Min-SNR train, or log-normal)
-SEED_CLAIMS = (("dit_speed", "dit_ddpm"), ("dit_min_snr", "dit_ddpm"), ("dit_tread", "dit_edm"),
+# the pairs compared besides row-vs-reference and adaptive-vs-fixed: the seeds' own claims in their settings (DiT
+# on uniform-t DDPM, TREAD), the diagnostics (bf16 residual, U-Net clipping), and Min-SNR-5's σ density (uniform t,
+# as the Min-SNR paper and DiT + Min-SNR train, or log-normal)
+CLAIM_PAIRS = (("dit_speed", "dit_ddpm"), ("dit_min_snr", "dit_ddpm"), ("dit_tread", "dit_edm"),
                ("maskdit_tread", "maskdit_edm"), ("maskdit_bf16_residual", "maskdit_bf16"),
                ("unet_ddpm", "unet_ddpm_noclip"), ("maskdit_min_snr_uniform", "maskdit_min_snr"),
                ("dit_min_snr", "maskdit_min_snr_uniform"), ("dit_min_snr", "maskdit_min_snr"))
