@@ -157,9 +157,10 @@ def why_not_extendable(source: Path, proto: Protocol) -> str | None:
 
 
 def snapshots(run_dir: Path, proto: Protocol) -> list[Path]:
+    """The run's EMA snapshots on the protocol's grid; one error line naming the run directory when any is missing."""
     found = sorted((run_dir / "snapshots").glob("ema-*.safetensors"))
     if len(found) != proto.points:
-        raise RuntimeError(f"{run_dir}: {len(found)} of {proto.points} evaluation snapshots were written")
+        raise SystemExit(f"error: {run_dir}: {len(found)} of {proto.points} evaluation snapshots were written")
     return found
 
 

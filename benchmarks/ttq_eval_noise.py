@@ -72,6 +72,7 @@ def main(argv=None) -> None:
         for s in args.seeds:
             if s not in committed.get(name, {}):
                 raise SystemExit(f"error: no committed run {root / 'runs' / f'{name}-seed{s}.json'}")
+            snapshots(run_dir_of(work, name, s), proto)  # exits with one line if the run's snapshots are gone
     torch.set_num_threads(proto.threads)
     evaluator = Evaluator(proto, args.reference, work)
     ln_fd = {name: {s: score_replicates(evaluator, work, name, s, proto, args.replicates, args.point)

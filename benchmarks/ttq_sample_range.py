@@ -16,7 +16,6 @@ Writes docs/benchmarks/ttq/<protocol>/sample_range/<stamp>.json and prints a tab
 import argparse
 import json
 import time
-from pathlib import Path
 
 import torch
 from time_to_quality import (
@@ -81,14 +80,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def snapshots_or_exit(run_dir: Path, proto: Protocol) -> list[Path]:
-    """The run's evaluation snapshots, or one error line naming the run directory."""
-    try:
-        return snapshots(run_dir, proto)
-    except RuntimeError as e:
-        raise SystemExit(f"error: {e}") from None
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_protocol_args(p)
@@ -100,7 +91,7 @@ def main(argv=None) -> None:
     proto = protocol_from(args)
     work = (REPO / args.work / proto.tag()).resolve()
     torch.set_num_threads(proto.threads)
-    runs = {(name, seed): snapshots_or_exit(run_dir_of(work, name, seed), proto)  # checked before any sampling
+    runs = {(name, seed): snapshots(run_dir_of(work, name, seed), proto)  # checked before any sampling
             for name in args.rows for seed in args.seeds}
     result = {"protocol": proto.tag(), "reference": reference_stats(args.reference), "samples": []}
     for (name, seed), found in runs.items():
