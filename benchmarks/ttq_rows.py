@@ -32,7 +32,7 @@ ROWS = {
     "maskdit_speed": Row("MaskDiT + SpeeD", ["diffusion.strategy.name=speed"]),
     "maskdit_min_snr": Row("MaskDiT + Min-SNR-5", ["diffusion.strategy.name=min_snr"]),
     # Min-SNR-5 on DDPM's uniform t, as dit_min_snr trains: does the σ density under Min-SNR's weight matter on
-    # MaskDiT too? (dit_min_snr has the lowest ln-FD area of every row at 7 seeds, but a higher final FD)
+    # MaskDiT too? (dit_min_snr has the lowest ln-FD area of every row, but a higher final FD)
     "maskdit_min_snr_uniform": Row("MaskDiT + Min-SNR-5 (uniform t)", [
         "diffusion.strategy.name=min_snr", "diffusion.strategy.params.sampling=ddpm_uniform"]),
     "maskdit_importance": Row("MaskDiT + importance (adaptive)", ["diffusion.strategy.name=importance"]),
