@@ -11,7 +11,8 @@ from dataio.stream import InMemoryBatches, ShuffledIndexStream
 from dataio.training_data import InMemoryImages
 from diffusion.samplers import edm_sample, edm_sigma_steps, guided_denoiser
 from training.config import ConfigError, load_config
-from training.ema import EMA, ema_beta
+from models.ema_profiles import classic_beta
+from training.ema import EMA
 from training.loop import batch_layout, crossed
 
 from conftest import REPO, write_idx
@@ -29,12 +30,12 @@ def test_ema_update_is_lerp():
 
 
 def test_ema_beta_forms():
-    assert ema_beta(256, 0, 0.9999, None, None) == 0.9999
+    assert classic_beta(256, 0, 0.9999, None, None) == 0.9999
     # half-life 10 kimg at batch 1000: β^10 = 0.5
-    beta = ema_beta(1000, 10**6, None, 10.0, None)
+    beta = classic_beta(1000, 10**6, None, 10.0, None)
     assert beta**10 == pytest.approx(0.5)
     # ramp-up: at 1000 images seen with ratio 0.1 the half-life is 100 images
-    assert ema_beta(100, 1000, None, 10.0, 0.1) == pytest.approx(0.5)
+    assert classic_beta(100, 1000, None, 10.0, 0.1) == pytest.approx(0.5)
 
 
 def test_config_layers_and_errors(tmp_path):

@@ -8,6 +8,8 @@ checkpoints/<step:09d>/training_state.pt   `training_state()`: optimizer, scaler
                                            and plain Python values only (loaded weights_only)
 checkpoints/<step:09d>/checksums.json      sha256 of each file above, verified on load
 snapshots/ema-<kimg:011.3f>.safetensors    EMA snapshots kept for evaluation (`snapshot_meta()` beside the weights)
+posthoc/phema-<σ_rel>-<kimg>.safetensors    fp16 snapshots of the power-function EMAs (post-hoc EMA, EDM2 §3),
+                                           `posthoc_meta()` beside the weights; never pruned
 
 A checkpoint directory is written under a temp name and renamed once complete; the last N are kept. On resume a
 damaged newest checkpoint (truncated, bytes flipped, unreadable) is skipped with a warning naming it, and the
@@ -32,7 +34,7 @@ from models.build import load_matching
 from models.snapshot import (EMA_FILE, SUFFIX, SnapshotError, load_weights, read_snapshot, save_snapshot,
                              save_weights, snapshot_metadata)
 from training.config import Config, to_dict
-from training.ema import EMA
+from training.ema import EMA, PowerEMAs
 from utils.atomic import atomic_torch_save, atomic_write_text
 
 MODEL_FILE = "model" + SUFFIX
@@ -68,6 +70,7 @@ class TrainedParts:
     ema: EMA
     optimizer: torch.optim.Optimizer
     strategy: object  # a NoiseLevelStrategy (diffusion/strategies): its learned state, if any
+    power_emas: PowerEMAs | None = None  # post-hoc EMA's tracked power-function EMAs (train.posthoc_ema)
 
 
 def training_state(parts: TrainedParts, scaler, data_position: dict, progress: Progress, rng_per_rank: list,
@@ -76,7 +79,8 @@ def training_state(parts: TrainedParts, scaler, data_position: dict, progress: P
     return {"optimizer": parts.optimizer.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
             "strategy": parts.strategy.state_dict(), "data": data_position, "rng": rng_per_rank,
             "cur_nimg": progress.cur_nimg, "step": progress.step, "train_seconds": progress.train_seconds,
-            "config": to_dict(cfg), "param_checksums": checksum_per_rank}
+            "config": to_dict(cfg), "param_checksums": checksum_per_rank,
+            "posthoc_ema": parts.power_emas.state_dict() if parts.power_emas is not None else None}
 
 
 def snapshot_meta(cfg: Config, decode_info: dict, progress: Progress) -> dict:
@@ -102,6 +106,16 @@ def restore(loaded: Loaded, parts: TrainedParts, scaler, progress: Progress) -> 
     load_matching(parts.net, loaded.net_state, f"resume from {where}")
     load_matching(parts.ema.net, loaded.ema_state, f"resume from {where} (EMA)")
     parts.optimizer.load_state_dict(loaded.state["optimizer"])
+    if parts.power_emas is not None:
+        if loaded.state.get("posthoc_ema") is None:
+            raise CheckpointError(f"{where}: this run was started without train.posthoc_ema, and power-function "
+                                  "EMAs cannot start mid-run (their profiles begin at step 1): start a new run, or "
+                                  "resume with train.posthoc_ema.sigma_rels=[]")
+        try:
+            parts.power_emas.load_state_dict(loaded.state["posthoc_ema"])
+        except KeyError as err:
+            raise CheckpointError(f"{where}: {err.args[0]}; train.posthoc_ema.sigma_rels must stay as the run "
+                                  "started") from None
     parts.strategy.load_state_dict(loaded.state["strategy"])
     if loaded.state.get("scaler") is not None and scaler is not None:
         scaler.load_state_dict(loaded.state["scaler"])
@@ -185,6 +199,21 @@ def write_snapshot(run_dir: Path, kimg: float, ema_state: dict, meta: dict, keep
     return path
 
 
+def posthoc_meta(meta: dict, sigma_rel: float, gamma: float, step: int, batch_size: int) -> dict:
+    """A power EMA snapshot's metadata: the run's snapshot_meta() plus its profile (what reconstruction needs)."""
+    return {**meta, "posthoc_ema": {"sigma_rel": sigma_rel, "gamma": gamma, "step": step, "batch_size": batch_size}}
+
+
+def write_posthoc_snapshots(run_dir: Path, power_emas: PowerEMAs, meta: dict, step: int, batch_size: int) -> None:
+    """One snapshot per tracked σ_rel, atomically, never pruned: parameters in fp16 (EDM2 stores them in low
+    precision too), buffers (fixed position tables) as they are."""
+    for sigma_rel, gamma, ema_net in zip(power_emas.sigma_rels, power_emas.gammas, power_emas.nets):
+        path = Path(run_dir) / "posthoc" / f"phema-{sigma_rel:.4f}-{meta['kimg']:011.3f}{SUFFIX}"
+        params = dict(ema_net.named_parameters())
+        state = {k: v.half() if k in params else v for k, v in ema_net.state_dict().items()}
+        save_snapshot(path, state, posthoc_meta(meta, sigma_rel, gamma, step, batch_size))
+
+
 def prune(paths: list[Path], keep: int, remove) -> None:
     """Remove all but the newest `keep` (keep <= 0 keeps everything). Only complete, finite checkpoints are ever
     written (training/loop.py checks), so the newest ones kept are healthy."""
@@ -241,7 +270,7 @@ def remove_stale_temp_files(run_dir: Path) -> None:
     run_dir = Path(run_dir)
     for tmp in (run_dir / "checkpoints").glob(TEMP_PREFIX + "*"):
         shutil.rmtree(tmp, ignore_errors=True)
-    for tmp in (run_dir / "snapshots").glob(".ema-*.tmp*"):
+    for tmp in [*(run_dir / "snapshots").glob(".ema-*.tmp*"), *(run_dir / "posthoc").glob(".phema-*.tmp*")]:
         tmp.unlink(missing_ok=True)
 
 

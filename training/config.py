@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from diffusion.generation import SamplingOptions
+from models.ema_profiles import MAX_SIGMA_REL
 from models.maskdit import ARCHS, CHECKPOINTING
 from models.routing import RouteSpec
 from utils.layered_config import ConfigError, load_layered
@@ -84,6 +85,14 @@ class OptimConfig:
 
 
 @dataclass
+class PosthocEMAConfig:
+    """Post-hoc EMA (EDM2 §3): power-function EMAs tracked during training, snapshotted for reconstruct_ema.py."""
+
+    sigma_rels: list[float] = field(default_factory=list)  # EMA lengths tracked (EDM2: [0.05, 0.10]); [] = off
+    snapshot_kimg: float = 0.0  # fp16 snapshots of each every this many kimg, and at the end of training
+
+
+@dataclass
 class TrainConfig:
     total_kimg: float = 2_048_000.0
     batch_size: int = 1024  # global, over all processes and accumulation rounds
@@ -98,6 +107,7 @@ class TrainConfig:
     ema_decay: float | None = 0.9999  # per optimizer step; or set ema_halflife_kimg instead
     ema_halflife_kimg: float | None = None
     ema_rampup_ratio: float | None = None  # EDM: half-life ≤ ratio × images seen
+    posthoc_ema: PosthocEMAConfig = field(default_factory=PosthocEMAConfig)
     seed: int = 0
     log_kimg: float = 10.0
     checkpoint_kimg: float = 1000.0
@@ -145,6 +155,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.mixed_precision: {train_cfg.mixed_precision!r} is not one of no | fp16 | bf16")
     if (train_cfg.ema_decay is None) == (train_cfg.ema_halflife_kimg is None):
         raise ConfigError("train: set exactly one of ema_decay and ema_halflife_kimg (the other to null)")
+    check_posthoc_ema(train_cfg.posthoc_ema)
     if train_cfg.total_kimg <= 0:
         raise ConfigError(f"train.total_kimg: must be positive (got {train_cfg.total_kimg})")
     if train_cfg.batch_size <= 0 or (train_cfg.batch_gpu is not None and train_cfg.batch_gpu <= 0):
@@ -180,6 +191,18 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"grid.sampling.{problem}")
     if cfg.model.precond not in ("edm", "vp"):
         raise ConfigError(f"model.precond: {cfg.model.precond!r} is not one of edm | vp")
+
+
+def check_posthoc_ema(posthoc: PosthocEMAConfig) -> None:
+    for sigma_rel in posthoc.sigma_rels:
+        if not 0 < sigma_rel < MAX_SIGMA_REL:
+            raise ConfigError(f"train.posthoc_ema.sigma_rels: {sigma_rel} is not in (0, {MAX_SIGMA_REL:.4f}), the "
+                              "lengths a power-function EMA can have (EDM2 uses 0.05 and 0.10)")
+    if len(set(posthoc.sigma_rels)) != len(posthoc.sigma_rels):
+        raise ConfigError(f"train.posthoc_ema.sigma_rels: {list(posthoc.sigma_rels)} repeats a value")
+    if posthoc.sigma_rels and posthoc.snapshot_kimg <= 0:
+        raise ConfigError("train.posthoc_ema.snapshot_kimg: must be positive when sigma_rels are tracked "
+                          f"(got {posthoc.snapshot_kimg})")
 
 
 def to_yaml(cfg: Config) -> str:

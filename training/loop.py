@@ -26,10 +26,11 @@ from diffusion.step_draws import draw_step, micro_batch_offset, step_generator
 from diffusion.strategies import build_strategy
 from diffusion.telemetry import SigmaTelemetry
 from models.build import build_network, count_parameters
+from models.ema_profiles import classic_beta
 from training import checkpoint as ckpt
 from training.checkpoint import Progress, TrainedParts
 from training.config import Config, ConfigError, to_yaml
-from training.ema import EMA, ema_beta
+from training.ema import EMA, PowerEMAs
 from training.fp8 import convert_to_fp8, fp8_refusal
 from training.objective import TrainingObjective
 from training.plots import plot_telemetry
@@ -123,6 +124,7 @@ class Trainer:
         self.cfg, self.accelerator, self.objective, self.parts = cfg, accelerator, objective, parts
         self.train_objective = compiled(objective, cfg) if cfg.train.compile else objective
         self.net, self.ema, self.optimizer, self.strategy = parts.net, parts.ema, parts.optimizer, parts.strategy
+        self.power_emas = parts.power_emas
         self.loss_fn = accelerator.unwrap_model(objective).loss
         self.data, self.batches = data, data.batches
         self.batch_gpu, self.accum_rounds = layout
@@ -165,8 +167,10 @@ class Trainer:
         progress.cur_nimg += self.cfg.train.batch_size
         progress.step += 1
         train_cfg = self.cfg.train
-        self.ema.update(self.net, ema_beta(train_cfg.batch_size, progress.cur_nimg, train_cfg.ema_decay,
+        self.ema.update(self.net, classic_beta(train_cfg.batch_size, progress.cur_nimg, train_cfg.ema_decay,
                                            train_cfg.ema_halflife_kimg, train_cfg.ema_rampup_ratio))
+        if self.power_emas is not None:
+            self.power_emas.update(self.net, progress.step)
         if self.strategy_sums is not None:
             # One all-reduce of per-bin sums per step (no host sync, ~1 KB): every rank applies the same global
             # statistics, so strategy states stay identical, and no sample-sized gather is needed.
@@ -238,8 +242,8 @@ def all_finite(net: torch.nn.Module) -> bool:
 def check_weights_finite(trainer: "Trainer", progress: Progress, what: str) -> None:
     """Never write a checkpoint or snapshot whose weights or EMA are not finite (raises NonFiniteError).
     Local, no collective: snapshot times follow each rank's own training clock."""
-    net = trainer.net
-    if not (all_finite(net) and all_finite(trainer.ema.net)):
+    averages = [trainer.ema.net, *(trainer.power_emas.nets if trainer.power_emas is not None else [])]
+    if not all(all_finite(net) for net in [trainer.net, *averages]):
         raise NonFiniteError(f"step {progress.step}: the model or EMA weights are not finite; the {what} was not "
                              "written (the newest checkpoint on disk is the last healthy one)")
 
@@ -328,7 +332,9 @@ def build_model_parts(cfg: Config, device, log=print) -> TrainedParts:
         log(f"train.fp8: {convert_to_fp8(net)} block linears train in float8 (torchao)")
     optimizer = make_optimizer(net, cfg, device)
     strategy = build_strategy(cfg.diffusion.strategy.name, dict(cfg.diffusion.strategy.params), cfg.model.sigma_data)
-    return TrainedParts(net, ema, optimizer, strategy)
+    sigma_rels = cfg.train.posthoc_ema.sigma_rels
+    power_emas = PowerEMAs(net, sigma_rels) if sigma_rels else None
+    return TrainedParts(net, ema, optimizer, strategy, power_emas)
 
 
 def assemble_trainer(cfg: Config, accelerator: Accelerator, parts: TrainedParts, data: TrainingData,
@@ -454,8 +460,8 @@ def run_steps(cfg: Config, run_dir: Path, trainer: Trainer, progress: Progress, 
 
 
 class PeriodicOutputs:
-    """Sample grids (+ σ telemetry plots), EMA snapshots (by images or by training-clock minutes) and
-    checkpoints, each when its interval was crossed during the last step."""
+    """Sample grids (+ σ telemetry plots), EMA snapshots (by images or by training-clock minutes), post-hoc EMA
+    snapshots and checkpoints, each when its interval was crossed during the last step."""
 
     def __init__(self, cfg: Config, run_dir: Path, trainer: Trainer, log: RunLog):
         self.cfg, self.run_dir, self.trainer, self.log = cfg, run_dir, trainer, log
@@ -473,6 +479,13 @@ class PeriodicOutputs:
             ckpt.write_snapshot(self.run_dir, progress.cur_nimg / 1000, trainer.ema.state_dict(),
                                 ckpt.snapshot_meta(self.cfg, trainer.data.decode_info, progress),
                                 train_cfg.keep_snapshots)
+        if acc.is_main_process and trainer.power_emas is not None and (
+                crossed(prev_nimg, progress.cur_nimg, train_cfg.posthoc_ema.snapshot_kimg)
+                or progress.cur_nimg >= train_cfg.total_kimg * 1000):
+            check_weights_finite(trainer, progress, "post-hoc EMA snapshot")
+            ckpt.write_posthoc_snapshots(self.run_dir, trainer.power_emas,
+                                         ckpt.snapshot_meta(self.cfg, trainer.data.decode_info, progress),
+                                         progress.step, train_cfg.batch_size)
         if crossed(prev_nimg, progress.cur_nimg, train_cfg.checkpoint_kimg) or done:
             path = save_checkpoint(self.run_dir, self.cfg, trainer, progress)
             if path is not None:

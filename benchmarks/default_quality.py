@@ -1,0 +1,224 @@
+"""The embedded default's sample quality: the regression check of README command 1, and the recipe sweep.
+
+`run` trains a recipe with the real train.py (configs/train/fashion-mnist.yaml plus the recipe's overrides) at
+the given seeds and image budget, then scores it with the suite's own evaluation (eval_latent.py's driver,
+configs/test/fashion-mnist.yaml: FD_fmnist and class accuracy, n samples): the classic EMA the run writes, and,
+when the run tracks power EMAs, the post-hoc EMA of each --sigma-rels (reconstruct_ema.py's path). Each scored
+(recipe, seed, kimg) writes one small JSON under docs/benchmarks/default/runs/, so later sessions add seeds
+instead of re-running; `report` prints the table from those files alone (mean, sd, paired differences with a
+Student-t interval against --baseline).
+
+  python benchmarks/default_quality.py run --recipe default --seeds 0 1 2 3
+  python benchmarks/default_quality.py run --recipe readme-v1 --seeds 0 1 2 3 --threads 1
+  python benchmarks/default_quality.py run --recipe default --seeds 0 --kimg 16 --num-samples 1000  # a sweep rung
+  python benchmarks/default_quality.py report --baseline readme-v1
+
+Successive halving: the first k kimg of a run are exactly a shorter run (constant lr after warm-up, constant
+mask ratio, EMA and post-hoc snapshots by images seen), so re-running `run` with a larger --kimg resumes the
+same run directory and trains only the extra images. Working files go to --work (not committed).
+"""
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+RESULTS = REPO / "docs" / "benchmarks" / "default" / "runs"
+CONFIG = "configs/train/fashion-mnist.yaml"
+EVAL_CONFIG = "configs/test/fashion-mnist.yaml"
+
+# A recipe = overrides on configs/train/fashion-mnist.yaml (+ sampler overrides on the evaluation config).
+# "default" is the config file as it stands; "readme-v1" restores the default the README shipped before the
+# recipe sweep (issue #33), so it stays measurable as the baseline after the file changed.
+README_V1 = ["optim.lr=6e-4", "optim.warmup_kimg=1", "train.batch_size=32", "diffusion.strategy.name=edm",
+             "mask.ratio=0.5", "mask.ratio_end=0.5", "mask.mae_weight=0.1", "train.ema_halflife_kimg=5",
+             "model.width=192", "model.depth=6", "model.heads=6", "model.decoder_width=192", "model.decoder_depth=2",
+             "model.decoder_heads=6"]
+RECIPES: dict[str, tuple[list[str], list[str]]] = {
+    "default": ([], []),
+    "readme-v1": (README_V1, ["sampling.num_steps=18", "sampling.s_churn=0"]),
+}
+
+
+def python(args: list[str], threads: int | None) -> str:
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def train(run_dir: Path, recipe: str, seed: int, kimg: float, threads: int | None, extra: list[str]) -> None:
+    """train.py to `kimg` (resuming the run directory when it holds a shorter run), a classic EMA snapshot at
+    the end and every 8 kimg, no grids."""
+    train_overrides = RECIPES[recipe][0]
+    python(["train.py", "--config", CONFIG, f"run_dir={run_dir}", f"train.seed={seed}", f"train.total_kimg={kimg}",
+            "train.snapshot_kimg=8", "train.keep_snapshots=0", "train.sample_kimg=0", "train.checkpoint_kimg=8",
+            *train_overrides, *extra], threads)
+
+
+def run_stats(run_dir: Path, kimg: float) -> dict:
+    """Training minutes and img/s at `kimg` from the run's stats.jsonl."""
+    rows = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines() if line.strip()]
+    row = min(rows, key=lambda r: abs(r["kimg"] - kimg))
+    return {"train_min": row["train_min"], "img_per_s": kimg * 1000 / (row["train_min"] * 60)}
+
+
+def evaluate(snapshot, eval_overrides: list[str], num_samples: int, device) -> dict:
+    """Metrics of one snapshot (a path, or (weights, metadata) in memory) through the evaluation driver."""
+    import torch
+
+    from dataio.autoencoder import Decoder
+    from evaluation.config import load_eval_config
+    from evaluation.evaluate import ProcessSplit, build_feature_net, model_features, reference_pool_features
+    from evaluation.metrics import compute_metrics, load_reference
+    from models.build import build_network, load_matching
+    from models.snapshot import read_snapshot
+
+    cfg = load_eval_config(REPO / EVAL_CONFIG, [*eval_overrides, f"num_samples={num_samples}"])
+    weights, meta = read_snapshot(snapshot) if isinstance(snapshot, Path) else snapshot
+    net = build_network(meta["model"])
+    load_matching(net, weights, str(snapshot) if isinstance(snapshot, Path) else "reconstruction")
+    net = net.eval().requires_grad_(False).to(device)
+    feature_net = build_feature_net(cfg, device)
+    ref = load_reference(str(reference_path()))
+    stats = model_features(net, Decoder(meta["data"], device), cfg, feature_net, device, ProcessSplit())
+    metrics = compute_metrics(stats, ref, reference_pool_features(ref, feature_net, cfg, device))
+    return {k: float(v) if isinstance(v, float) else v for k, v in metrics.items()}
+
+
+def reference_path() -> Path:
+    path = REPO / "results" / "fmnist-test-ref.npz"
+    if not path.exists():
+        python(["eval_latent.py", "ref", "--config", EVAL_CONFIG, "--source", "fashion_mnist:test", "--out",
+                str(path)], None)
+    return path
+
+
+def score_run(run_dir: Path, recipe: str, kimg: float, sigma_rels: list[float], num_samples: int,
+              sampler: list[str]) -> list[dict]:
+    """The classic EMA at `kimg` and the post-hoc EMA of each σ_rel (when the run has power snapshots)."""
+    import torch
+
+    from models.posthoc_ema import EMATarget, power_snapshots, reconstruct
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    eval_overrides = [*RECIPES[recipe][1], *sampler]
+    scores = []
+    classic = run_dir / "snapshots" / f"ema-{kimg:011.3f}.safetensors"
+    scores.append({"ema": "classic", **evaluate(classic, eval_overrides, num_samples, "cpu")})
+    if sigma_rels and (run_dir / "posthoc").is_dir():
+        snaps = power_snapshots(run_dir)
+        step = round(kimg * 1000 / snaps[0].batch_size)
+        for sigma_rel in sigma_rels:
+            recon = reconstruct(snaps, EMATarget(sigma_rel=sigma_rel), step)
+            metrics = evaluate(recon.weights(), eval_overrides, num_samples, "cpu")
+            scores.append({"ema": sigma_rel, "profile_residual": recon.residual, **metrics})
+    for row in scores:
+        print(f"  {recipe} {run_dir.name} {kimg:g} kimg ema {row['ema']}: FD {row['fd']:.2f}, class accuracy "
+              f"{row['class_accuracy']:.3f}", flush=True)
+    return scores
+
+
+def result_path(recipe: str, seed: int, kimg: float, num_samples: int, sampler_tag: str) -> Path:
+    return RESULTS / f"{recipe}-s{seed}-{kimg:g}kimg-n{num_samples}{sampler_tag}.json"
+
+
+def sampler_tag(sampler: list[str]) -> str:
+    return "".join("-" + s.replace("sampling.", "").replace("=", "") for s in sampler)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    for seed in args.seeds:
+        out = result_path(args.recipe, seed, args.kimg, args.num_samples, sampler_tag(args.sampler))
+        if out.exists():
+            print(f"{out.name}: done", flush=True)
+            continue
+        run_dir = Path(args.work) / f"{args.recipe}-s{seed}"
+        if not (run_dir / "snapshots" / f"ema-{args.kimg:011.3f}.safetensors").exists():
+            train(run_dir, args.recipe, seed, args.kimg, args.threads, args.set)
+        scores = score_run(run_dir, args.recipe, args.kimg, args.sigma_rels, args.num_samples, args.sampler)
+        record = {"recipe": args.recipe, "seed": seed, "kimg": args.kimg, "num_samples": args.num_samples,
+                  "sampler": args.sampler, "train_overrides": RECIPES[args.recipe][0] + args.set,
+                  "threads": args.threads, **run_stats(run_dir, args.kimg), "scores": scores}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=1) + "\n")
+
+
+# ----------------------------------------------------------------------------
+# report: the table from the committed files alone.
+
+
+def load_results() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+
+
+def best_of(record: dict, ema) -> dict | None:
+    return next((s for s in record["scores"] if s["ema"] == ema), None)
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and Student-t 95 % interval."""
+    from scipy import stats
+
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, math.nan, math.nan
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    groups: dict[tuple, dict[int, dict]] = {}
+    for rec in load_results():
+        key = (rec["recipe"], rec["kimg"], rec["num_samples"], " ".join(rec["sampler"]))
+        groups.setdefault(key, {})[rec["seed"]] = rec
+    print("| recipe | kimg | n | sampler | EMA | seeds | FD_fmnist mean ± sd | class accuracy mean ± sd | train min |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (recipe, kimg, n, sampler), by_seed in sorted(groups.items()):
+        emas = [s["ema"] for s in next(iter(by_seed.values()))["scores"]]
+        for ema in emas:
+            fds = [best_of(r, ema)["fd"] for r in by_seed.values() if best_of(r, ema)]
+            accs = [best_of(r, ema)["class_accuracy"] for r in by_seed.values() if best_of(r, ema)]
+            mins = [r["train_min"] for r in by_seed.values()]
+            sd = lambda v: math.sqrt(sum((x - sum(v) / len(v)) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+            print(f"| {recipe} | {kimg:g} | {n} | {sampler or 'config'} | {ema} | {len(fds)} | "
+                  f"{sum(fds) / len(fds):.2f} ± {sd(fds):.2f} | {sum(accs) / len(accs):.3f} ± {sd(accs):.3f} | "
+                  f"{sum(mins) / len(mins):.1f} |")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train and score a recipe at some seeds")
+    run.add_argument("--recipe", default="default", choices=sorted(RECIPES))
+    run.add_argument("--seeds", type=int, nargs="+", default=[0])
+    run.add_argument("--kimg", type=float, default=64.0, help="image budget (the default's total_kimg)")
+    run.add_argument("--num-samples", type=int, default=5000)
+    run.add_argument("--sigma-rels", type=float, nargs="*", default=[], help="post-hoc EMA lengths to score too")
+    run.add_argument("--sampler", nargs="*", default=[], help="evaluation overrides, e.g. sampling.num_steps=40")
+    run.add_argument("--set", nargs="*", default=[], help="extra training overrides (not part of the recipe name)")
+    run.add_argument("--threads", type=int, help="training threads (default: all; 1 runs two side by side)")
+    run.add_argument("--work", default=str(REPO / "results" / "default-quality"))
+    report = sub.add_parser("report", help="the table from the committed result files")
+    report.add_argument("--baseline", default="readme-v1")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    {"run": cmd_run, "report": cmd_report}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
