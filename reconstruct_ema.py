@@ -78,11 +78,9 @@ def step_of(args: argparse.Namespace, batch_size: int) -> int | None:
 
 def sweep(args: argparse.Namespace, snapshots) -> list[dict]:
     """Score each target through the evaluation driver (the same path as eval_latent.py), one process."""
-    from dataio.autoencoder import Decoder
     from evaluation.config import load_eval_config
-    from evaluation.evaluate import ProcessSplit, build_feature_net, model_features, reference_pool_features
-    from evaluation.metrics import compute_metrics, load_reference
-    from models.build import build_network, load_matching
+    from evaluation.evaluate import build_feature_net, evaluate_network, reference_pool_features
+    from evaluation.metrics import load_reference
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = load_eval_config(args.config, args.overrides)
@@ -92,12 +90,8 @@ def sweep(args: argparse.Namespace, snapshots) -> list[dict]:
     rows = []
     for target in targets_of(args):
         recon = reconstruct(snapshots, target, step_of(args, snapshots[0].batch_size))
-        weights, meta = recon.weights()
-        net = build_network(meta["model"])
-        load_matching(net, weights, str(args.run))
-        net = net.eval().requires_grad_(False).to(device)
-        stats = model_features(net, Decoder(meta["data"], device), cfg, feature_net, device, ProcessSplit())
-        metrics = compute_metrics(stats, ref, ref_pool)
+        net, meta = recon.network(device)
+        metrics = evaluate_network(net, meta, cfg, feature_net, ref, ref_pool, device)
         rows.append({"target": target.describe(), "sigma_rel": target.sigma_rel, "kimg": meta["kimg"],
                      "profile_residual": recon.residual, **metrics})
         print(f"{target.describe()}: fd {metrics['fd']:.3f}" + (

@@ -72,27 +72,27 @@ def run_stats(run_dir: Path, kimg: float) -> dict:
     return {"train_min": row["train_min"], "img_per_s": kimg * 1000 / (row["train_min"] * 60)}
 
 
-def evaluate(snapshot, eval_overrides: list[str], num_samples: int, device) -> dict:
-    """Metrics of one snapshot (a path, or (weights, metadata) in memory) through the evaluation driver."""
-    import torch
+class Evaluator:
+    """The feature network and reference statistics, loaded once; scores a network with a sampler."""
 
-    from dataio.autoencoder import Decoder
-    from evaluation.config import load_eval_config
-    from evaluation.evaluate import ProcessSplit, build_feature_net, model_features, reference_pool_features
-    from evaluation.metrics import compute_metrics, load_reference
-    from models.build import build_network, load_matching
-    from models.snapshot import read_snapshot
+    def __init__(self, device="cpu"):
+        from evaluation.config import load_eval_config
+        from evaluation.evaluate import build_feature_net, reference_pool_features
+        from evaluation.metrics import load_reference
 
-    cfg = load_eval_config(REPO / EVAL_CONFIG, [*eval_overrides, f"num_samples={num_samples}"])
-    weights, meta = read_snapshot(snapshot) if isinstance(snapshot, Path) else snapshot
-    net = build_network(meta["model"])
-    load_matching(net, weights, str(snapshot) if isinstance(snapshot, Path) else "reconstruction")
-    net = net.eval().requires_grad_(False).to(device)
-    feature_net = build_feature_net(cfg, device)
-    ref = load_reference(str(reference_path()))
-    stats = model_features(net, Decoder(meta["data"], device), cfg, feature_net, device, ProcessSplit())
-    metrics = compute_metrics(stats, ref, reference_pool_features(ref, feature_net, cfg, device))
-    return {k: float(v) if isinstance(v, float) else v for k, v in metrics.items()}
+        self.device = device
+        base = load_eval_config(REPO / EVAL_CONFIG)
+        self.feature_net = build_feature_net(base, device)
+        self.ref = load_reference(str(reference_path()))
+        self.ref_pool = reference_pool_features(self.ref, self.feature_net, base, device)
+
+    def __call__(self, net, meta: dict, eval_overrides: list[str], num_samples: int) -> dict:
+        from evaluation.config import load_eval_config
+        from evaluation.evaluate import evaluate_network
+
+        cfg = load_eval_config(REPO / EVAL_CONFIG, [*eval_overrides, f"num_samples={num_samples}"])
+        metrics = evaluate_network(net, meta, cfg, self.feature_net, self.ref, self.ref_pool, self.device)
+        return {k: float(v) if isinstance(v, float) else v for k, v in metrics.items()}
 
 
 def reference_path() -> Path:
@@ -109,18 +109,19 @@ def score_run(run_dir: Path, recipe: str, kimg: float, sigma_rels: list[float], 
     import torch
 
     from models.posthoc_ema import EMATarget, power_snapshots, reconstruct
+    from models.snapshot import load_for_sampling
 
     torch.set_num_threads(os.cpu_count() or 1)
+    evaluate = Evaluator()
     eval_overrides = [*RECIPES[recipe][1], *sampler]
-    scores = []
     classic = run_dir / "snapshots" / f"ema-{kimg:011.3f}.safetensors"
-    scores.append({"ema": "classic", **evaluate(classic, eval_overrides, num_samples, "cpu")})
+    scores = [{"ema": "classic", **evaluate(*load_for_sampling(classic), eval_overrides, num_samples)}]
     if sigma_rels and (run_dir / "posthoc").is_dir():
         snaps = power_snapshots(run_dir)
         step = round(kimg * 1000 / snaps[0].batch_size)
         for sigma_rel in sigma_rels:
             recon = reconstruct(snaps, EMATarget(sigma_rel=sigma_rel), step)
-            metrics = evaluate(recon.weights(), eval_overrides, num_samples, "cpu")
+            metrics = evaluate(*recon.network(), eval_overrides, num_samples)
             scores.append({"ema": sigma_rel, "profile_residual": recon.residual, **metrics})
     for row in scores:
         print(f"  {recipe} {run_dir.name} {kimg:g} kimg ema {row['ema']}: FD {row['fd']:.2f}, class accuracy "

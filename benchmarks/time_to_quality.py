@@ -60,10 +60,19 @@ class Protocol:
     num_steps: int = 8
     eval_config: str = "configs/test/fashion-mnist.yaml"
     threads: int = 1
+    ema: str = "classic"  # which EMA is scored: the classic one training tracks, or a post-hoc EMA σ_rel ("0.1")
 
     def tag(self) -> str:
         name = Path(self.config).stem
-        return f"{name}-{self.kimg:g}kimg-{self.points}pts-n{self.num_samples}-heun{self.num_steps}-t{self.threads}"
+        ema = "" if self.ema == "classic" else f"-ema{float(self.ema):g}"
+        return f"{name}-{self.kimg:g}kimg-{self.points}pts-n{self.num_samples}-heun{self.num_steps}-t{self.threads}{ema}"
+
+    def posthoc_overrides(self) -> list[str]:
+        """Post-hoc EMA protocols track EDM2's two power EMAs with 4 snapshots per evaluation interval, so every
+        grid point is a snapshot time and the reconstruction there is close (profile residual < 1 %)."""
+        if self.ema == "classic":
+            return []
+        return ["train.posthoc_ema.sigma_rels=[0.05,0.1]", f"train.posthoc_ema.snapshot_kimg={self.kimg / self.points / 4}"]
 
 
 def machine() -> str:
@@ -90,7 +99,8 @@ def train_run(run_dir: Path, row: Row, seed: int, proto: Protocol, overrides: li
     python(["train.py", "--config", proto.config, f"run_dir={run_dir}", f"train.seed={seed}",
             f"train.total_kimg={proto.kimg}", f"train.snapshot_kimg={every}", "train.keep_snapshots=0",
             "train.sample_kimg=0", f"train.checkpoint_kimg={every}", "train.keep_checkpoints=1",
-            f"train.log_kimg={every}", *overrides, *row.train_overrides], threads=proto.threads)
+            f"train.log_kimg={every}", *proto.posthoc_overrides(), *overrides, *row.train_overrides],
+           threads=proto.threads)
 
 
 def grid_kimg(proto: Protocol) -> list[float]:
@@ -120,6 +130,8 @@ def extend_run(source: Path, run_dir: Path, proto: Protocol) -> bool:
     shutil.copytree(source / "checkpoints", run_dir / "checkpoints")
     for name in ("stats.jsonl", "log.txt"):
         shutil.copy2(source / name, run_dir / name)
+    if (source / "posthoc").is_dir():  # power EMA snapshots lie on the trajectory the extended run continues
+        shutil.copytree(source / "posthoc", run_dir / "posthoc")
     (run_dir / "snapshots").mkdir()
     for kimg in grid_kimg(proto):
         if kimg in trained:
@@ -183,10 +195,22 @@ class Evaluator:
         self.ref_pool = reference_pool_features(self.ref, self.feature_net, base, self.device)
 
     def __call__(self, snapshot: Path, seed: int, overrides: list[str], grid: Path | None) -> dict:
-        from evaluation.evaluate import evaluate_snapshot
+        """Scores the classic EMA snapshot, or the protocol's post-hoc EMA at that snapshot's point."""
+        from evaluation.evaluate import evaluate_network
+        from models.snapshot import load_for_sampling
 
         cfg = eval_config(self.proto, seed, overrides)
-        return evaluate_snapshot(snapshot, cfg, self.feature_net, self.ref, self.ref_pool, self.device, grid)
+        net, meta = load_for_sampling(snapshot, self.device) if self.proto.ema == "classic" else \
+            posthoc_network(snapshot.parents[1], snapshot_kimg(snapshot), float(self.proto.ema), self.device)
+        return evaluate_network(net, meta, cfg, self.feature_net, self.ref, self.ref_pool, self.device, grid)
+
+
+def posthoc_network(run_dir: Path, kimg: float, sigma_rel: float, device):
+    """The post-hoc EMA of length σ_rel at `kimg`, reconstructed from the run's power snapshots up to there."""
+    from models.posthoc_ema import EMATarget, power_snapshots, reconstruct
+
+    snaps = power_snapshots(run_dir)
+    return reconstruct(snaps, EMATarget(sigma_rel=sigma_rel), round(kimg * 1000 / snaps[0].batch_size)).network(device)
 
 
 def eval_config(proto: Protocol, seed: int, overrides: list[str]):
@@ -292,7 +316,7 @@ def report_command(args) -> None:
 
 def protocol_from(args) -> Protocol:
     return Protocol(args.config, args.kimg, args.points, args.num_samples, args.num_steps, args.eval_config,
-                    args.threads)
+                    args.threads, args.ema)
 
 
 def add_protocol_args(p: argparse.ArgumentParser) -> None:
@@ -306,6 +330,23 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-config", default=defaults.eval_config)
     p.add_argument("--threads", type=int, default=defaults.threads,
                    help="CPU threads per training run (part of the protocol: it fixes the float reduction order)")
+    p.add_argument("--ema", default=defaults.ema, type=ema_choice,
+                   help="EMA scored at each point: classic (what training tracks) or a post-hoc EMA σ_rel, e.g. 0.1: "
+                        "the same length for every row, fixed before any result is seen")
+
+
+def ema_choice(value: str) -> str:
+    from models.ema_profiles import MAX_SIGMA_REL
+
+    if value == "classic":
+        return value
+    try:
+        ok = 0 < float(value) < MAX_SIGMA_REL
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"{value!r} is neither 'classic' nor a σ_rel in (0, {MAX_SIGMA_REL:.4f})")
+    return value
 
 
 def add_location_args(p: argparse.ArgumentParser) -> None:

@@ -122,10 +122,16 @@ def evaluate_snapshot(path, cfg: EvalConfig, feature_net, ref: dict, ref_pool: t
                       grid_path: Path | None = None) -> dict:
     """Metrics of one snapshot in this process, through the same driver as eval_latent.py (the benchmark keeps
     the reference's precision/recall features, `ref_pool`, across snapshots)."""
-    from dataio.autoencoder import Decoder
     from models.snapshot import load_for_sampling
 
-    net, meta = load_for_sampling(path, device)
+    return evaluate_network(*load_for_sampling(path, device), cfg, feature_net, ref, ref_pool, device, grid_path)
+
+
+def evaluate_network(net, meta: dict, cfg: EvalConfig, feature_net, ref: dict, ref_pool: torch.Tensor | None, device,
+                     grid_path: Path | None = None) -> dict:
+    """Metrics of a network already in memory (e.g. a post-hoc EMA reconstruction) with its snapshot metadata."""
+    from dataio.autoencoder import Decoder
+
     stats = model_features(net, Decoder(meta["data"], device), cfg, feature_net, device, ProcessSplit(), grid_path)
     return compute_metrics(stats, ref, ref_pool)
 

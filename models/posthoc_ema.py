@@ -77,6 +77,15 @@ class Reconstruction:
                        "step": self.step, "snapshots": len(self.snapshots), "profile_residual": self.residual}
         return weights, meta
 
+    def network(self, device="cpu") -> tuple[torch.nn.Module, dict]:
+        """-> (the reconstructed EMA network in eval mode, its metadata): what load_for_sampling returns."""
+        from models.build import build_network, load_matching
+
+        weights, meta = self.weights()
+        net = build_network(meta["model"])
+        load_matching(net, weights, f"post-hoc EMA of {self.snapshots[-1].path.parent}")
+        return net.eval().requires_grad_(False).to(device), meta
+
     def save(self, path: str | Path) -> None:
         weights, meta = self.weights()
         save_snapshot(path, weights, meta)

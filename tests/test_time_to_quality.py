@@ -231,6 +231,33 @@ def test_benchmark_run_throughput_report_tiny(tmp_path, tiny_fmnist):
     assert {p.name: p.stat().st_mtime_ns for p in (tag / "runs").iterdir()} == before
 
 
+def test_a_posthoc_ema_protocol_scores_the_reconstruction_at_each_point(tmp_path, tiny_fmnist):
+    """--ema 0.1: the run tracks power EMAs with snapshots on the grid, each point scores the σ_rel 0.1
+    reconstruction there (not the classic EMA), and the results go to the protocol's own folder."""
+    from evaluation import fmnist_features
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    torch.save(fmnist_features.train_classifier(str(tiny_fmnist), epochs=1).state_dict(),
+               cache / fmnist_features.cache_path().name)
+    eval_cfg = tmp_path / "eval.yaml"
+    eval_cfg.write_text(f"base: {REPO / 'configs/test/fashion-mnist.yaml'}\nbatch_gpu: 16\npr_features: 0\n")
+    common = ["--rows", "maskdit_edm", "--kimg", "0.064", "--points", "2", "--num-samples", "16", "--num-steps", "2",
+              "--eval-config", str(eval_cfg), "--results", str(tmp_path / "docs"), "--work", str(tmp_path / "work"),
+              f"data.path={tiny_fmnist}", *TINY_MODEL]
+    for ema in ("classic", "0.1"):
+        run_cli("benchmarks/time_to_quality.py", "run", "--seeds", "0", "--ema", ema, "--reference",
+                f"fashion_mnist:train:{tiny_fmnist}", *common, env_extra={"MASKDIT_CACHE": str(cache)})
+    tags = sorted(p.name for p in (tmp_path / "docs").iterdir())
+    assert len(tags) == 2 and tags[1] == tags[0] + "-ema0.1"
+    classic, posthoc = (json.loads((tmp_path / "docs" / t / "runs/maskdit_edm-seed0.json").read_text()) for t in tags)
+    assert [p["kimg"] for p in posthoc["points"]] == [0.032, 0.064]
+    assert len(list((tmp_path / "work" / tags[1] / "maskdit_edm-seed0/posthoc").iterdir())) == 8
+    assert all(a["fd"] != b["fd"] for a, b in zip(classic["points"], posthoc["points"]))
+    bad = run_cli("benchmarks/time_to_quality.py", "run", "--ema", "0.4", *common, check=False)
+    assert bad.returncode == 2 and "σ_rel" in bad.stderr.strip().splitlines()[-1]
+
+
 def test_extending_a_run_equals_training_it_from_scratch(tmp_path, tiny_fmnist):
     """--extend-from: a 0.128-kimg run started from the 0.064-kimg run of the same row and seed writes the same
     EMA snapshots, bit for bit, as one trained from scratch; a grid the shorter run did not snapshot is refused."""
