@@ -28,10 +28,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-RESULTS = REPO / "docs" / "benchmarks" / "default" / "runs"
+from utils.atomic import atomic_write_text  # noqa: E402
+
 CONFIG = "configs/train/fashion-mnist.yaml"
-EVAL_CONFIG = "configs/test/fashion-mnist.yaml"
 
 # A recipe = overrides on configs/train/fashion-mnist.yaml (+ sampler overrides on the evaluation config).
 # "default" is the config file as it stands; "readme-v1" restores the default the README shipped before the
@@ -57,11 +58,12 @@ def python(args: list[str], threads: int | None) -> str:
 
 
 def train(run_dir: Path, recipe: str, seed: int, kimg: float, threads: int | None, extra: list[str]) -> None:
-    """train.py to `kimg` (resuming the run directory when it holds a shorter run), a classic EMA snapshot at
-    the end and every 8 kimg, no grids."""
-    train_overrides = RECIPES[recipe][0]
+    """train.py to `kimg` (resuming the run directory when it holds a shorter run), a classic EMA snapshot every
+    8 kimg (or once, for shorter budgets), no grids."""
+    train_overrides, every = RECIPES[recipe][0], min(8.0, kimg)
     python(["train.py", "--config", CONFIG, f"run_dir={run_dir}", f"train.seed={seed}", f"train.total_kimg={kimg}",
-            "train.snapshot_kimg=8", "train.keep_snapshots=0", "train.sample_kimg=0", "train.checkpoint_kimg=8",
+            f"train.snapshot_kimg={every}", "train.keep_snapshots=0", "train.sample_kimg=0",
+            f"train.checkpoint_kimg={every}",
             *train_overrides, *extra], threads)
 
 
@@ -75,44 +77,41 @@ def run_stats(run_dir: Path, kimg: float) -> dict:
 class Evaluator:
     """The feature network and reference statistics, loaded once; scores a network with a sampler."""
 
-    def __init__(self, device="cpu"):
+    def __init__(self, eval_config: str, reference: str, work: Path, device="cpu"):
         from evaluation.config import load_eval_config
         from evaluation.evaluate import build_feature_net, reference_pool_features
         from evaluation.metrics import load_reference
 
-        self.device = device
-        base = load_eval_config(REPO / EVAL_CONFIG)
+        self.device, self.eval_config = device, eval_config
+        base = load_eval_config(eval_config)
         self.feature_net = build_feature_net(base, device)
-        self.ref = load_reference(str(reference_path()))
+        self.ref = load_reference(str(reference_path(eval_config, reference, work)))
         self.ref_pool = reference_pool_features(self.ref, self.feature_net, base, device)
 
     def __call__(self, net, meta: dict, eval_overrides: list[str], num_samples: int) -> dict:
         from evaluation.config import load_eval_config
         from evaluation.evaluate import evaluate_network
 
-        cfg = load_eval_config(REPO / EVAL_CONFIG, [*eval_overrides, f"num_samples={num_samples}"])
+        cfg = load_eval_config(self.eval_config, [*eval_overrides, f"num_samples={num_samples}"])
         metrics = evaluate_network(net, meta, cfg, self.feature_net, self.ref, self.ref_pool, self.device)
         return {k: float(v) if isinstance(v, float) else v for k, v in metrics.items()}
 
 
-def reference_path() -> Path:
-    path = REPO / "results" / "fmnist-test-ref.npz"
+def reference_path(eval_config: str, reference: str, work: Path) -> Path:
+    """Reference statistics of `reference` (an eval_latent.py source), computed once into the work folder."""
+    path = work / f"reference-{Path(eval_config).stem}.npz"
     if not path.exists():
-        python(["eval_latent.py", "ref", "--config", EVAL_CONFIG, "--source", "fashion_mnist:test", "--out",
-                str(path)], None)
+        work.mkdir(parents=True, exist_ok=True)
+        python(["eval_latent.py", "ref", "--config", eval_config, "--source", reference, "--out", str(path)], None)
     return path
 
 
-def score_run(run_dir: Path, recipe: str, kimg: float, sigma_rels: list[float], num_samples: int,
-              sampler: list[str]) -> list[dict]:
+def score_run(evaluate: "Evaluator", run_dir: Path, recipe: str, kimg: float, sigma_rels: list[float],
+              num_samples: int, sampler: list[str]) -> list[dict]:
     """The classic EMA at `kimg` and the post-hoc EMA of each σ_rel (when the run has power snapshots)."""
-    import torch
-
     from models.posthoc_ema import EMATarget, power_snapshots, reconstruct
     from models.snapshot import load_for_sampling
 
-    torch.set_num_threads(os.cpu_count() or 1)
-    evaluate = Evaluator()
     eval_overrides = [*RECIPES[recipe][1], *sampler]
     classic = run_dir / "snapshots" / f"ema-{kimg:011.3f}.safetensors"
     scores = [{"ema": "classic", **evaluate(*load_for_sampling(classic), eval_overrides, num_samples)}]
@@ -129,8 +128,8 @@ def score_run(run_dir: Path, recipe: str, kimg: float, sigma_rels: list[float], 
     return scores
 
 
-def result_path(recipe: str, seed: int, kimg: float, num_samples: int, sampler_tag: str) -> Path:
-    return RESULTS / f"{recipe}-s{seed}-{kimg:g}kimg-n{num_samples}{sampler_tag}.json"
+def result_path(results: Path, recipe: str, seed: int, kimg: float, num_samples: int, sampler_tag: str) -> Path:
+    return results / f"{recipe}-s{seed}-{kimg:g}kimg-n{num_samples}{sampler_tag}.json"
 
 
 def sampler_tag(sampler: list[str]) -> str:
@@ -138,64 +137,113 @@ def sampler_tag(sampler: list[str]) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)  # scoring uses every core, whatever --threads trained with
+    evaluate = None
     for seed in args.seeds:
-        out = result_path(args.recipe, seed, args.kimg, args.num_samples, sampler_tag(args.sampler))
+        out = result_path(Path(args.results), args.recipe, seed, args.kimg, args.num_samples, sampler_tag(args.sampler))
         if out.exists():
             print(f"{out.name}: done", flush=True)
             continue
         run_dir = Path(args.work) / f"{args.recipe}-s{seed}"
         if not (run_dir / "snapshots" / f"ema-{args.kimg:011.3f}.safetensors").exists():
             train(run_dir, args.recipe, seed, args.kimg, args.threads, args.set)
-        scores = score_run(run_dir, args.recipe, args.kimg, args.sigma_rels, args.num_samples, args.sampler)
+        evaluate = evaluate or Evaluator(args.eval_config, args.reference, Path(args.work))
+        scores = score_run(evaluate, run_dir, args.recipe, args.kimg, args.sigma_rels, args.num_samples, args.sampler)
         record = {"recipe": args.recipe, "seed": seed, "kimg": args.kimg, "num_samples": args.num_samples,
                   "sampler": args.sampler, "train_overrides": RECIPES[args.recipe][0] + args.set,
                   "threads": args.threads, **run_stats(run_dir, args.kimg), "scores": scores}
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(record, indent=1) + "\n")
+        atomic_write_text(out, json.dumps(record, indent=1) + "\n")
 
 
 # ----------------------------------------------------------------------------
-# report: the table from the committed files alone.
+# report: the tables from the committed files alone.
 
 
-def load_results() -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+def load_results(results: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
 
 
-def best_of(record: dict, ema) -> dict | None:
+def score_of(record: dict, ema) -> dict | None:
     return next((s for s in record["scores"] if s["ema"] == ema), None)
 
 
-def t_interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and Student-t 95 % interval."""
-    from scipy import stats
+def group_key(record: dict) -> tuple:
+    return record["recipe"], record["kimg"], record["num_samples"], " ".join(record["sampler"]) or "config"
 
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan, math.nan
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
+
+def mean_sd(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else float("nan")
+    return f"{mean:.3f} ± {sd:.3f}" if abs(mean) < 10 else f"{mean:.1f} ± {sd:.1f}"
+
+
+def summary_table(groups: dict[tuple, dict[int, dict]]) -> list[str]:
+    lines = ["| recipe | kimg | n | sampler overrides | EMA | seeds | FD_fmnist (mean ± sd) | class accuracy | "
+             "train min (threads) |", "|---|---|---|---|---|---|---|---|---|"]
+    for (recipe, kimg, n, sampler), by_seed in sorted(groups.items()):
+        first = next(iter(by_seed.values()))
+        for ema in [s["ema"] for s in first["scores"]]:
+            scored = [score_of(r, ema) for r in by_seed.values() if score_of(r, ema)]
+            minutes = mean_sd([r["train_min"] for r in by_seed.values()])
+            lines.append(f"| {recipe} | {kimg:g} | {n} | {sampler} | {ema} | {len(scored)} | "
+                         f"{mean_sd([s['fd'] for s in scored])} | {mean_sd([s['class_accuracy'] for s in scored])} | "
+                         f"{minutes} ({first['threads'] or 'all'}) |")
+    return lines
+
+
+def paired_table(groups: dict[tuple, dict[int, dict]], baseline: str) -> list[str]:
+    """Each recipe's classic EMA (what generate.py samples) against the baseline's, seed by seed, at the same n:
+    the mean difference with its Student-t 95 % interval, and the FD ratio."""
+    from paired_stats import t_interval
+
+    lines = ["| recipe (kimg, sampler) vs baseline | seeds | FD difference [t 95 %] | FD ratio | "
+             "class accuracy difference [t 95 %] |", "|---|---|---|---|---|"]
+    bases = {k: v for k, v in groups.items() if k[0] == baseline}
+    for key, by_seed in sorted(groups.items()):
+        if key[0] == baseline:
+            continue
+        for base_key, base in sorted(bases.items()):
+            if base_key[2] != key[2]:
+                continue
+            seeds = sorted(set(by_seed) & set(base))
+            if not seeds:
+                continue
+            fd = [score_of(by_seed[s], "classic")["fd"] - score_of(base[s], "classic")["fd"] for s in seeds]
+            acc = [score_of(by_seed[s], "classic")["class_accuracy"] - score_of(base[s], "classic")["class_accuracy"]
+                   for s in seeds]
+            ratio = sum(score_of(by_seed[s], "classic")["fd"] / score_of(base[s], "classic")["fd"] for s in seeds)
+            (flo, fhi), (alo, ahi) = t_interval(fd), t_interval(acc)
+            lines.append(f"| {key[0]} ({key[1]:g}, {key[3]}) vs {base_key[0]} ({base_key[1]:g}, {base_key[3]}) | "
+                         f"{len(seeds)} | {sum(fd) / len(fd):+.1f} [{flo:+.1f}, {fhi:+.1f}] | {ratio / len(seeds):.2f} | "
+                         f"{sum(acc) / len(acc):+.3f} [{alo:+.3f}, {ahi:+.3f}] |")
+    return lines
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     groups: dict[tuple, dict[int, dict]] = {}
-    for rec in load_results():
-        key = (rec["recipe"], rec["kimg"], rec["num_samples"], " ".join(rec["sampler"]))
-        groups.setdefault(key, {})[rec["seed"]] = rec
-    print("| recipe | kimg | n | sampler | EMA | seeds | FD_fmnist mean ± sd | class accuracy mean ± sd | train min |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for (recipe, kimg, n, sampler), by_seed in sorted(groups.items()):
-        emas = [s["ema"] for s in next(iter(by_seed.values()))["scores"]]
-        for ema in emas:
-            fds = [best_of(r, ema)["fd"] for r in by_seed.values() if best_of(r, ema)]
-            accs = [best_of(r, ema)["class_accuracy"] for r in by_seed.values() if best_of(r, ema)]
-            mins = [r["train_min"] for r in by_seed.values()]
-            sd = lambda v: math.sqrt(sum((x - sum(v) / len(v)) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
-            print(f"| {recipe} | {kimg:g} | {n} | {sampler or 'config'} | {ema} | {len(fds)} | "
-                  f"{sum(fds) / len(fds):.2f} ± {sd(fds):.2f} | {sum(accs) / len(accs):.3f} ± {sd(accs):.3f} | "
-                  f"{sum(mins) / len(mins):.1f} |")
+    for rec in load_results(Path(args.results)):
+        groups.setdefault(group_key(rec), {})[rec["seed"]] = rec
+    text = "\n".join([DOC_HEADER, "## Every scored group", "", *summary_table(groups), "",
+                      f"## Paired against {args.baseline} (classic EMA, same seeds, same n)", "",
+                      *paired_table(groups, args.baseline), ""])
+    print(text)
+    if args.write_docs:
+        atomic_write_text(Path(args.results).parent / "README.md", text)
+
+
+DOC_HEADER = """# The embedded default's sample quality (generated by `python benchmarks/default_quality.py report --write-docs`)
+
+Each row: `configs/train/fashion-mnist.yaml` with the recipe's overrides, trained with the real train.py at
+`train.seed` = seed, scored with the suite's own evaluation (`configs/test/fashion-mnist.yaml`: FD_fmnist in the
+features of the suite's Fashion-MNIST classifier, and that classifier's accuracy on the requested classes) on n
+samples with the sampler of the evaluation config plus the row's sampler overrides. `classic` is the EMA that
+training writes and generate.py samples; a number in the EMA column is a post-hoc EMA σ_rel reconstructed from
+the run's power snapshots. Paired rows difference the two recipes seed by seed (Student-t 95 % interval).
+The recipe sweep's screening results (shorter budgets, fewer samples) are in `sweep/`.
+"""
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -210,9 +258,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--sampler", nargs="*", default=[], help="evaluation overrides, e.g. sampling.num_steps=40")
     run.add_argument("--set", nargs="*", default=[], help="extra training overrides (not part of the recipe name)")
     run.add_argument("--threads", type=int, help="training threads (default: all; 1 runs two side by side)")
-    run.add_argument("--work", default=str(REPO / "results" / "default-quality"))
-    report = sub.add_parser("report", help="the table from the committed result files")
+    run.add_argument("--work", default=str(REPO / "results" / "default-quality"), help="run dirs (not committed)")
+    run.add_argument("--eval-config", default=str(REPO / "configs/test/fashion-mnist.yaml"))
+    run.add_argument("--reference", default="fashion_mnist:test", help="eval_latent.py source of the reference set")
+    for sub_parser in (run, sub.add_parser("report", help="the tables from the committed result files")):
+        sub_parser.add_argument("--results", default=str(REPO / "docs/benchmarks/default/runs"),
+                                help="committed per-run result files")
+    report = sub.choices["report"]
     report.add_argument("--baseline", default="readme-v1")
+    report.add_argument("--write-docs", action="store_true", help="also write docs/benchmarks/default/README.md")
     return p.parse_args(argv)
 
 

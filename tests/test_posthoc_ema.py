@@ -194,7 +194,7 @@ def test_kill_and_rerun_leaves_the_same_power_snapshots(posthoc_run, tmp_path, t
 
 def test_resuming_with_posthoc_switched_on_mid_run_is_one_line(tmp_path, tiny_fmnist):
     run_dir = tmp_path / "late"
-    train_tiny(run_dir, tiny_fmnist, "--stop-after-kimg", "0.064")
+    train_tiny(run_dir, tiny_fmnist, "train.posthoc_ema.sigma_rels=[]", "--stop-after-kimg", "0.064")
     proc = train_tiny(run_dir, tiny_fmnist, *POSTHOC, check=False)
     assert proc.returncode != 0 and "cannot start mid-run" in proc.stderr.strip().splitlines()[-1]
 
@@ -249,3 +249,40 @@ def test_bad_requests_are_one_line(full_run, tmp_path):
     proc = run_cli("reconstruct_ema.py", "--run", str(full_run), "--sigma-rel", "0.5", "--out", "x.safetensors",
                    check=False)
     assert proc.returncode == 2 and "must be in" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_default_quality_benchmark_trains_scores_and_reports(tmp_path, tiny_fmnist):
+    """The regression check of README command 1 on a tiny model: a run's JSON with the classic EMA and a
+    post-hoc length, a re-run that skips it, and the report's paired table from the files alone."""
+    from evaluation import fmnist_features
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    torch.save(fmnist_features.train_classifier(str(tiny_fmnist), epochs=1).state_dict(),
+               cache / fmnist_features.cache_path().name)
+    eval_cfg = tmp_path / "eval.yaml"
+    eval_cfg.write_text(f"base: {REPO / 'configs/test/fashion-mnist.yaml'}\nbatch_gpu: 16\npr_features: 0\n"
+                        "sampling:\n  num_steps: 2\n")
+    results = tmp_path / "docs" / "runs"
+    tiny = [o for o in TINY_OVERRIDES if not o.startswith(("train.total_kimg", "train.snapshot_kimg",
+                                                            "train.checkpoint_kimg", "train.sample_kimg"))]
+    common = ["--kimg", "0.064", "--num-samples", "16", "--eval-config", str(eval_cfg), "--reference",
+              f"fashion_mnist:train:{tiny_fmnist}", "--work", str(tmp_path / "work"), "--results", str(results)]
+    env = {"MASKDIT_CACHE": str(cache)}
+    for recipe in ("readme-v1", "default"):
+        run_cli("benchmarks/default_quality.py", "run", "--recipe", recipe, "--seeds", "0", "1", "--sigma-rels", "0.1",
+                *common, "--set", f"data.path={tiny_fmnist}", *tiny, "train.posthoc_ema.snapshot_kimg=0.032",
+                env_extra=env)
+    import json
+
+    record = json.loads((results / "default-s1-0.064kimg-n16.json").read_text())
+    assert [s["ema"] for s in record["scores"]] == ["classic", 0.1] and record["img_per_s"] > 0
+    assert all(math.isfinite(s["fd"]) and 0 <= s["class_accuracy"] <= 1 for s in record["scores"])
+    before = sorted(p.stat().st_mtime_ns for p in results.iterdir())
+    proc = run_cli("benchmarks/default_quality.py", "run", "--recipe", "default", "--seeds", "0", "1", *common,
+                   "--sigma-rels", "0.1", env_extra=env)
+    assert proc.stdout.count(": done") == 2 and sorted(p.stat().st_mtime_ns for p in results.iterdir()) == before
+    proc = run_cli("benchmarks/default_quality.py", "report", "--results", str(results), "--write-docs")
+    paired = [line for line in proc.stdout.splitlines() if line.startswith("| default (0.064")]
+    assert len(paired) == 1 and "| 2 |" in paired[0]
+    assert (tmp_path / "docs" / "README.md").read_text().strip() == proc.stdout.strip()
