@@ -30,20 +30,22 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from fmnist_recipes import README_V1  # noqa: E402
 from utils.atomic import atomic_write_text  # noqa: E402
 
 CONFIG = "configs/train/fashion-mnist.yaml"
 
 # A recipe = overrides on configs/train/fashion-mnist.yaml (+ sampler overrides on the evaluation config).
-# "default" is the config file as it stands; "readme-v1" restores the default the README shipped before the
-# recipe sweep (issue #33), so it stays measurable as the baseline after the file changed.
-README_V1 = ["optim.lr=6e-4", "optim.warmup_kimg=1", "train.batch_size=32", "diffusion.strategy.name=edm",
-             "mask.ratio=0.5", "mask.ratio_end=0.5", "mask.mae_weight=0.1", "train.ema_halflife_kimg=5",
-             "model.width=192", "model.depth=6", "model.heads=6", "model.decoder_width=192", "model.decoder_depth=2",
-             "model.decoder_heads=6"]
+# "default" is the config file as it stands; "readme-v1" is the default the README shipped before the recipe
+# sweep (issue #33), so it stays measurable as the baseline after the file changed.
+HEUN_18 = ["sampling.num_steps=18", "sampling.s_churn=0"]
+W128 = ["model.width=128", "model.heads=4", "model.decoder_width=128", "model.decoder_heads=4"]
 RECIPES: dict[str, tuple[list[str], list[str]]] = {
     "default": ([], []),
-    "readme-v1": (README_V1, ["sampling.num_steps=18", "sampling.s_churn=0"]),
+    "readme-v1": (README_V1, HEUN_18),
+    # the sweep's rungs, named by what they change from readme-v1 (docs/benchmarks/default/sweep/)
+    "lr2e-3": ([*README_V1, "optim.lr=2e-3", "optim.warmup_kimg=2"], HEUN_18),
+    "w128-lr2e-3": ([*README_V1, "optim.lr=2e-3", "optim.warmup_kimg=2", *W128], HEUN_18),
 }
 
 
@@ -106,6 +108,21 @@ def reference_path(eval_config: str, reference: str, work: Path) -> Path:
     return path
 
 
+def classic_ema(run_dir: Path, kimg: float) -> Path | None:
+    """The classic EMA at `kimg`: its snapshot, or the EMA of the checkpoint taken there (the end of a run whose
+    budget is not a multiple of the snapshot interval); None when the run has neither."""
+    snapshot = run_dir / "snapshots" / f"ema-{kimg:011.3f}.safetensors"
+    if snapshot.exists():
+        return snapshot
+    if not (run_dir / "stats.jsonl").exists():
+        return None
+    last = json.loads((run_dir / "stats.jsonl").read_text().splitlines()[-1])
+    kimg_per_step = last["kimg"] / last["step"]
+    matching = [d / "ema.safetensors" for d in (run_dir / "checkpoints").glob("[0-9]*")
+                if (d / "ema.safetensors").exists() and round(int(d.name) * kimg_per_step, 3) == round(kimg, 3)]
+    return matching[0] if matching else None
+
+
 def score_run(evaluate: "Evaluator", run_dir: Path, recipe: str, kimg: float, sigma_rels: list[float],
               num_samples: int, sampler: list[str]) -> list[dict]:
     """The classic EMA at `kimg` and the post-hoc EMA of each σ_rel (when the run has power snapshots)."""
@@ -113,8 +130,8 @@ def score_run(evaluate: "Evaluator", run_dir: Path, recipe: str, kimg: float, si
     from models.snapshot import load_for_sampling
 
     eval_overrides = [*RECIPES[recipe][1], *sampler]
-    classic = run_dir / "snapshots" / f"ema-{kimg:011.3f}.safetensors"
-    scores = [{"ema": "classic", **evaluate(*load_for_sampling(classic), eval_overrides, num_samples)}]
+    scores = [{"ema": "classic", **evaluate(*load_for_sampling(classic_ema(run_dir, kimg)), eval_overrides,
+                                            num_samples)}]
     if sigma_rels and (run_dir / "posthoc").is_dir():
         snaps = power_snapshots(run_dir)
         step = round(kimg * 1000 / snaps[0].batch_size)
@@ -147,7 +164,7 @@ def cmd_run(args: argparse.Namespace) -> None:
             print(f"{out.name}: done", flush=True)
             continue
         run_dir = Path(args.work) / f"{args.recipe}-s{seed}"
-        if not (run_dir / "snapshots" / f"ema-{args.kimg:011.3f}.safetensors").exists():
+        if classic_ema(run_dir, args.kimg) is None:
             train(run_dir, args.recipe, seed, args.kimg, args.threads, args.set)
         evaluate = evaluate or Evaluator(args.eval_config, args.reference, Path(args.work))
         scores = score_run(evaluate, run_dir, args.recipe, args.kimg, args.sigma_rels, args.num_samples, args.sampler)
@@ -222,17 +239,40 @@ def paired_table(groups: dict[tuple, dict[int, dict]], baseline: str) -> list[st
     return lines
 
 
+def sweep_table(folder: Path) -> list[str]:
+    """The recipe sweep's screening rungs (one JSON per run and budget: overrides on readme-v1, seed 0)."""
+    lines = ["| rung | overrides on readme-v1 | kimg | n | EMA | FD_fmnist | class accuracy | img/s (1 thread, shared) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for path in sorted(folder.glob("*.json")):
+        rec = json.loads(path.read_text())
+        for score in rec["scores"]:
+            lines.append(f"| {rec['name']} | {' '.join(rec['overrides']) or '—'} | {rec['kimg']:g} | "
+                         f"{rec['num_samples']} | {score['ema']} | {score['fd']:.1f} | {score['class_accuracy']:.3f} | "
+                         f"{rec['img_per_s_1thread_shared']:.1f} |")
+    return lines
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     groups: dict[tuple, dict[int, dict]] = {}
     for rec in load_results(Path(args.results)):
         groups.setdefault(group_key(rec), {})[rec["seed"]] = rec
     text = "\n".join([DOC_HEADER, "## Every scored group", "", *summary_table(groups), "",
                       f"## Paired against {args.baseline} (classic EMA, same seeds, same n)", "",
-                      *paired_table(groups, args.baseline), ""])
+                      *paired_table(groups, args.baseline), "",
+                      "## The recipe sweep's screening rungs (seed 0)", "", SWEEP_TEXT, "",
+                      *sweep_table(Path(args.results).parent / "sweep"), ""])
     print(text)
     if args.write_docs:
         atomic_write_text(Path(args.results).parent / "README.md", text)
 
+
+SWEEP_TEXT = """Successive halving on the image grid: each rung trains readme-v1 with the overrides shown (seed 0,
+one thread, two runs side by side with scoring alongside, so img/s are only comparable within a pair) to a
+short budget and scores its classic EMA on n samples (Heun 18); the first k kimg of a longer run are exactly the
+shorter run, so a promoted rung resumes. Runs of different width are compared at equal wall-clock, not equal
+images: the 128-wide model runs ~1.8x the img/s of the 192-wide one. The train command of a rung is
+`python train.py --config configs/train/fashion-mnist.yaml <readme-v1 overrides> <rung overrides>
+train.total_kimg=K train.seed=0 train.posthoc_ema.sigma_rels=[0.05,0.1] train.posthoc_ema.snapshot_kimg=2`."""
 
 DOC_HEADER = """# The embedded default's sample quality (generated by `python benchmarks/default_quality.py report --write-docs`)
 

@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from ttq_report import write_report  # noqa: E402
-from ttq_rows import ROWS, Row  # noqa: E402
+from ttq_rows import PROTOCOL_RECIPE, ROWS, Row  # noqa: E402
 
 
 @dataclass
@@ -99,7 +99,7 @@ def train_run(run_dir: Path, row: Row, seed: int, proto: Protocol, overrides: li
     python(["train.py", "--config", proto.config, f"run_dir={run_dir}", f"train.seed={seed}",
             f"train.total_kimg={proto.kimg}", f"train.snapshot_kimg={every}", "train.keep_snapshots=0",
             "train.sample_kimg=0", f"train.checkpoint_kimg={every}", "train.keep_checkpoints=1",
-            f"train.log_kimg={every}", *proto.posthoc_overrides(), *overrides, *row.train_overrides],
+            f"train.log_kimg={every}", *PROTOCOL_RECIPE, *proto.posthoc_overrides(), *overrides, *row.train_overrides],
            threads=proto.threads)
 
 
@@ -280,7 +280,8 @@ def measure_img_per_s(name: str, proto: Protocol, steps: int, threads: int, work
     kimg = 2 * steps * batch / 1000
     python(["train.py", "--config", proto.config, f"run_dir={run_dir}", f"train.total_kimg={kimg}",
             f"train.log_kimg={kimg / 2}", "train.snapshot_kimg=0", "train.sample_kimg=0",
-            f"train.checkpoint_kimg={kimg}", f"train.batch_size={batch}", *overrides, *ROWS[name].train_overrides],
+            f"train.checkpoint_kimg={kimg}", *PROTOCOL_RECIPE, f"train.batch_size={batch}", *overrides,
+            *ROWS[name].train_overrides],
            threads=threads)
     stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
     shutil.rmtree(run_dir, ignore_errors=True)

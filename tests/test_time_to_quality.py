@@ -29,7 +29,8 @@ def test_every_row_is_a_valid_config(name):
     from training.config import load_config
 
     defaults, row = ttq.Protocol(), ttq_rows.ROWS[name]
-    load_config(REPO / defaults.config, ttq_rows.ROWS[row.trains_as or name].train_overrides)
+    trained = ttq_rows.ROWS[row.trains_as or name]
+    load_config(REPO / defaults.config, [*ttq_rows.PROTOCOL_RECIPE, *trained.train_overrides])
     load_eval_config(REPO / defaults.eval_config, row.eval_overrides)
 
 

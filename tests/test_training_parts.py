@@ -40,7 +40,7 @@ def test_ema_beta_forms():
 
 def test_config_layers_and_errors(tmp_path):
     cfg = load_config(REPO / "configs/finetune/fashion-mnist.yaml", ["train.total_kimg=3"])
-    assert cfg.mask.ratio == 0.0 and cfg.model.width == 192 and cfg.train.total_kimg == 3
+    assert cfg.mask.ratio == 0.0 and cfg.model.width == 128 and cfg.train.total_kimg == 3
     bad = tmp_path / "bad.yaml"
     bad.write_text("base: " + str(REPO / "configs/train/fashion-mnist.yaml") + "\noptim:\n  lrr: 0.1\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: bad key 'optim.lrr'"):
