@@ -245,10 +245,26 @@ def sweep_table(folder: Path) -> list[str]:
              "|---|---|---|---|---|---|---|---|"]
     for path in sorted(folder.glob("*.json")):
         rec = json.loads(path.read_text())
-        for score in rec["scores"]:
+        for score in rec.get("scores", []):  # rungs only; the sampler and EMA studies are study_table's
             lines.append(f"| {rec['name']} | {' '.join(rec['overrides']) or '—'} | {rec['kimg']:g} | "
                          f"{rec['num_samples']} | {score['ema']} | {score['fd']:.1f} | {score['class_accuracy']:.3f} | "
                          f"{rec['img_per_s_1thread_shared']:.1f} |")
+    return lines
+
+
+def study_table(folder: Path) -> list[str]:
+    """The sampler study (eval_latent.py --out of one final snapshot, sampler-<run>-heun<steps>-churn<S>.json)
+    and the post-hoc EMA study (reconstruct_ema.py sweep --out, ema-<run>.json) of the chosen recipe."""
+    lines = ["| study file | variant | n | FD_fmnist | class accuracy |", "|---|---|---|---|---|"]
+    for path in sorted(folder.glob("sampler-*.json")):
+        rec = json.loads(path.read_text())
+        variant = path.stem.rsplit("-", 2)
+        lines.append(f"| {path.name} | Heun {variant[1][4:]} steps, S_churn {variant[2][5:]} | {rec['num_samples']} | "
+                     f"{rec['fd']:.1f} | {rec['class_accuracy']:.3f} |")
+    for path in sorted(folder.glob("ema-*.json")):
+        for row in json.loads(path.read_text())["rows"]:
+            lines.append(f"| {path.name} | {row['target']} (profile residual {row['profile_residual']:.3f}) | "
+                         f"{row['num_samples']} | {row['fd']:.1f} | {row['class_accuracy']:.3f} |")
     return lines
 
 
@@ -260,7 +276,9 @@ def cmd_report(args: argparse.Namespace) -> None:
                       f"## Paired against {args.baseline} (classic EMA, same seeds, same n)", "",
                       *paired_table(groups, args.baseline), "",
                       "## The recipe sweep's screening rungs (seed 0)", "", SWEEP_TEXT, "",
-                      *sweep_table(Path(args.results).parent / "sweep"), ""])
+                      *sweep_table(Path(args.results).parent / "sweep"), "",
+                      "## Sampler and post-hoc EMA of the chosen recipe (seed 0, final snapshot)", "",
+                      *study_table(Path(args.results).parent / "sweep"), ""])
     print(text)
     if args.write_docs:
         atomic_write_text(Path(args.results).parent / "README.md", text)

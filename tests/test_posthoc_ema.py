@@ -243,7 +243,8 @@ def test_sweep_scores_each_length_and_names_the_best(posthoc_run, tmp_path, tiny
 
 
 def test_bad_requests_are_one_line(full_run, tmp_path):
-    proc = run_cli("reconstruct_ema.py", "--run", str(full_run), "--sigma-rel", "0.1", "--out",
+    (tmp_path / "untracked").mkdir()  # a run directory without power EMAs (train.posthoc_ema.sigma_rels: [])
+    proc = run_cli("reconstruct_ema.py", "--run", str(tmp_path / "untracked"), "--sigma-rel", "0.1", "--out",
                    str(tmp_path / "x.safetensors"), check=False)
     assert proc.returncode != 0 and "no post-hoc EMA snapshots" in proc.stderr.strip().splitlines()[-1]
     proc = run_cli("reconstruct_ema.py", "--run", str(full_run), "--sigma-rel", "0.5", "--out", "x.safetensors",
