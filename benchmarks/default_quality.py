@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -31,6 +30,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from fmnist_recipes import README_V1  # noqa: E402
+from time_to_quality import python  # noqa: E402 - the benchmarks' one subprocess runner
 from utils.atomic import atomic_write_text  # noqa: E402
 
 CONFIG = "configs/train/fashion-mnist.yaml"
@@ -47,16 +47,6 @@ RECIPES: dict[str, tuple[list[str], list[str]]] = {
     "lr2e-3": ([*README_V1, "optim.lr=2e-3", "optim.warmup_kimg=2"], HEUN_18),
     "w128-lr2e-3": ([*README_V1, "optim.lr=2e-3", "optim.warmup_kimg=2", *W128], HEUN_18),
 }
-
-
-def python(args: list[str], threads: int | None) -> str:
-    env = dict(os.environ)
-    if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    return proc.stdout
 
 
 def train(run_dir: Path, recipe: str, seed: int, kimg: float, threads: int | None, extra: list[str]) -> None:
