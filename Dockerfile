@@ -2,6 +2,9 @@
 #   docker build -t maskdit-speed .
 #   docker run --gpus all --ipc=host -v /data:/data -v $PWD/results:/workspace/results maskdit-speed \
 #       accelerate launch --multi_gpu train.py --config configs/train/imagenet256-latent.yaml
+# torch 2.11 pins triton==3.6.0 (no newer Triton installs beside it); the Triton 3.6 compile failure of the first
+# GPU check is avoided at its root in diffusion/loss.py, and any scope that still fails to compile falls back
+# (training/compile_scope.py).
 FROM pytorch/pytorch:2.11.0-cuda12.8-cudnn9-runtime
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

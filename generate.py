@@ -38,7 +38,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale; 1 = unguided")
     p.add_argument("--guidance-interval", type=float, nargs=2, metavar=("SIGMA_LO", "SIGMA_HI"),
                    help="apply guidance only for σ in this interval")
-    p.add_argument("--s-churn", type=float, default=0.0, help="EDM stochasticity (edm/euler samplers)")
+    p.add_argument("--s-churn", type=float, default=0.0, help="EDM stochasticity S_churn (edm/euler samplers)")
+    p.add_argument("--s-tmin", type=float, default=0.0, help="churn only for σ ≥ this (EDM's S_tmin)")
+    p.add_argument("--s-tmax", type=float, help="churn only for σ ≤ this (EDM's S_tmax; default: no bound)")
+    p.add_argument("--s-noise", type=float, default=1.0, help="std of the churn noise (EDM's S_noise)")
     p.add_argument("--clip-denoised", action="store_true",
                    help="ddim/ddpm: clamp the x0 estimate to [-1, 1] each step (pixel models, as DDPM's code)")
     p.add_argument("--batch", type=int, default=64, help="images per forward batch and process")
@@ -57,7 +60,8 @@ def sampling_options(args: argparse.Namespace) -> SamplingOptions:
     lo, hi = args.guidance_interval if args.guidance_interval else (None, None)
     steps = args.steps if args.steps is not None else DEFAULT_STEPS[args.sampler]
     return SamplingOptions(sampler=args.sampler, num_steps=steps, cfg_scale=args.cfg_scale, guidance_sigma_lo=lo,
-                           guidance_sigma_hi=hi, s_churn=args.s_churn, clip_denoised=args.clip_denoised)
+                           guidance_sigma_hi=hi, s_churn=args.s_churn, s_tmin=args.s_tmin, s_tmax=args.s_tmax,
+                           s_noise=args.s_noise, clip_denoised=args.clip_denoised)
 
 
 def output_kind(out: str) -> str:

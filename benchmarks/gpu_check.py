@@ -1,16 +1,19 @@
 """One-shot GPU check: the training step's speed and memory at the reference's sizes, in one table.
 
-Runs benchmarks/throughput.py (the real Trainer step) once per configuration, each in its own process with
-its own time limit, so an out-of-memory error or a slow compile costs one row, not the check:
+Runs benchmarks/throughput.py (the real Trainer step) once per row, each in its own process with its own time
+limit, so an out-of-memory error, a compile crash or a slow compile costs one row, not the check. Rows, surest
+first, each written to gpu_check.json the moment it is measured (a check killed at its limit keeps them):
 
-  first DiT-XL/2 batch 128 compiled, with the plain inductor and then the settings of COMPILE_SETTINGS until
-  one compiles; with that setting MaskDiT-XL/2 batch 256 compiled, the fastest option set (compiled + bf16
-  residual stream + FP8 where the GPU and torchao allow it) of both, and the fastest MaskDiT set under an
-  activation memory budget of 0.5 (for the ≤ 56 GiB target); last the eager steps of both, all in bf16.
+  MaskDiT-XL/2 batch 256 eager; then compiled at each scope of train.compile (training/compile_scope.py:
+  blocks, the shortest compile, then net, then step); the fastest compiled scope with the fast options (bf16
+  residual stream + FP8 where the GPU and torchao allow it), and under an activation memory budget of 0.5 (the
+  ≤ 56 GiB target); DiT-XL/2 batch 128 eager and at the fastest scope. All bf16. A compiled row reports its
+  compile time (first step minus a steady step) apart from its step time; a failed row's full stderr is kept
+  in <out>/<row>.stderr.log.
 
-Writes gpu_check.json (rows + torch version, GPU name, peak TFLOP/s used for MFU) and gpu_check.md under --out.
-Started by benchmarks/gpu_check.sh, which installs the missing packages from local wheels first. `--tiny`
-runs the same logic on a CPU with a tiny model (tests/test_gpu_check.py), so the script is known to work
+Writes gpu_check.json (rows + torch/Triton versions, GPU name, peak TFLOP/s used for MFU) and gpu_check.md under
+--out. Started by benchmarks/gpu_check.sh, which installs the missing packages from local wheels first. `--tiny`
+runs the same logic on a CPU with a tiny model (tests/test_gpu_fast_path.py), so the script is known to work
 before a GPU is ever lent.
 """
 
@@ -36,35 +39,34 @@ TINY = ["--arch", "S", "--depth", "2", "--width", "64", "--heads", "2", "--decod
 TARGETS = {"MaskDiT": {"img_per_s": 1300, "peak_gib": 56}, "DiT": {"img_per_s": 550}}  # issue #16, one H100
 
 
-# The first check (one H200, torch 2.11, 2026-11-28; docs/benchmarks/gpu/) measured both eager steps, then
-# DiT-XL/2's compiled step failed inside Triton ("PassManager::run failed" on the fused loss reduction) and
-# MaskDiT-XL/2's did not compile within its 133 s. So the compile question comes first: the plain inductor, then
-# two settings that change how that reduction is generated; every compiled row after it uses the first that works.
-COMPILE_SETTINGS = [[], ["--inductor", "triton.persistent_reductions=false"],
-                    ["--inductor", "triton.mix_order_reduction=false"]]
+COMPILED_SCOPES = ["blocks", "net", "step"]  # shortest compile first
+ROW_LIMIT_S = {"eager": 120, "compiled": 170}  # one H100: XL eager ~40 s with model build and FLOP count
 
 
-def probe_name(setting: list[str]) -> str:
-    return "DiT-XL/2 compiled" + (f", {setting[1]}" if setting else "")
+def scope_rows() -> list[tuple[str, list[str]]]:
+    """The rows before any choice: MaskDiT-XL/2 eager, then compiled at each scope."""
+    return [("MaskDiT-XL/2 eager", MASKDIT + ["--compile", "none"])] + [
+        (f"MaskDiT-XL/2 compiled {scope}", MASKDIT + ["--compile", scope]) for scope in COMPILED_SCOPES]
 
 
-def find_compile_setting(run) -> tuple[list[dict], list[str] | None]:
-    """Compile DiT-XL/2 with each setting until one works: (the probe rows, that setting or None)."""
-    rows = []
-    for setting in COMPILE_SETTINGS:
-        rows.append(run(probe_name(setting), DIT + ["--compile"] + setting))
-        if "error" not in rows[-1]:
-            return rows, setting
-    return rows, None
+def fastest_scope(rows: list[dict]) -> str:
+    """The compiled scope with the most img/s among the rows measured, else none (eager)."""
+    compiled = [r for r in rows if "error" not in r and r.get("compile", "none") != "none"]
+    return max(compiled, key=lambda r: r["img_per_s"])["compile"] if compiled else "none"
 
 
-def configurations(fast: list[str], setting: list[str]) -> list[tuple[str, list[str]]]:
-    """The rows after the probe: compiled ones with the setting that compiled, then the eager baselines."""
-    compiled = ["--compile"] + setting
-    return [("MaskDiT-XL/2 compiled", MASKDIT + compiled), ("MaskDiT-XL/2 fastest", MASKDIT + compiled + fast),
-            ("DiT-XL/2 fastest", DIT + compiled + fast),
-            ("MaskDiT-XL/2 fastest, memory budget 0.5", MASKDIT + compiled + fast + ["--memory-budget", "0.5"]),
-            ("MaskDiT-XL/2 eager", MASKDIT), ("DiT-XL/2 eager", DIT)]
+def option_rows(scope: str, fast: list[str]) -> list[tuple[str, list[str]]]:
+    """The rows after the scope rows: the fast options at the fastest scope, the memory budget (compiled only),
+    and DiT-XL/2."""
+    compiled = ["--compile", scope]
+    rows = [(f"MaskDiT-XL/2 fastest ({scope})", MASKDIT + compiled + fast)]
+    if scope != "none":
+        rows.append((f"MaskDiT-XL/2 fastest ({scope}), memory budget 0.5",
+                     MASKDIT + compiled + fast + ["--memory-budget", "0.5"]))
+    rows.append(("DiT-XL/2 eager", DIT + ["--compile", "none"]))
+    if scope != "none":
+        rows.append((f"DiT-XL/2 compiled {scope}", DIT + compiled))
+    return rows
 
 
 def tiny(args_list: list[str]) -> list[str]:
@@ -81,17 +83,26 @@ def tiny(args_list: list[str]) -> list[str]:
     return TINY + out
 
 
-def run_one(name: str, flags: list[str], common: list[str], limit_s: float) -> dict:
+def run_one(name: str, flags: list[str], common: list[str], limit_s: float, out: Path) -> dict:
     cmd = [sys.executable, str(REPO / "benchmarks" / "throughput.py"), *flags, *common]
     start = time.time()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit_s, cwd=REPO)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as err:
+        keep_stderr(out, name, err.stderr)
         return {"name": name, "error": f"did not finish within {limit_s:.0f} s"}
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not rows:
-        return {"name": name, "error": f"exit {proc.returncode}: {error_line(proc.stderr)[:300]}"}
+        log = keep_stderr(out, name, proc.stderr)
+        return {"name": name, "error": f"exit {proc.returncode}: {error_line(proc.stderr)[:300]} (stderr: {log})"}
     return {"name": name, **rows[-1], "wall_s": round(time.time() - start, 1)}
+
+
+def keep_stderr(out: Path, name: str, stderr) -> str:
+    """A failed row's whole stderr in <out>/<row name>.stderr.log. -> the file's name."""
+    path = out / (re.sub(r"[^\w.-]+", "-", name).strip("-") + ".stderr.log")
+    path.write_text(stderr.decode(errors="replace") if isinstance(stderr, bytes) else (stderr or ""))
+    return path.name
 
 
 def error_line(stderr: str) -> str:
@@ -103,21 +114,27 @@ def error_line(stderr: str) -> str:
 
 def environment(peak_tflops: float) -> dict:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none (CPU)"
-    return {"torch": torch.__version__, "gpu": gpu, "peak_tflops_for_mfu": peak_tflops,
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "not installed"
+    return {"torch": torch.__version__, "triton": triton_version, "gpu": gpu, "peak_tflops_for_mfu": peak_tflops,
             "when": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def markdown(env: dict, rows: list[dict]) -> str:
-    lines = [f"GPU check: {env['gpu']}, torch {env['torch']}, {env['when']}; MFU against {env['peak_tflops_for_mfu']:g} "
-             "TFLOP/s.", "", "| configuration | model | options | img/s | TFLOP/s | MFU | peak GiB | note |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"GPU check: {env['gpu']}, torch {env['torch']}, Triton {env['triton']}, {env['when']}; MFU against "
+             f"{env['peak_tflops_for_mfu']:g} TFLOP/s.", "",
+             "| configuration | model | options | img/s | step s | compile s | TFLOP/s | MFU | peak GiB | note |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['name']} | | | | | | | {r['error']} |")
+            lines.append(f"| {r['name']} | | | | | | | | | {r['error']} |")
             continue
         peak = f"{r['peak_gib']:.1f}" if "peak_gib" in r else "–"
         lines.append(f"| {r['name']} | {r['arch']} batch {r['batch']} | {r['options']} | {r['img_per_s']:.1f} | "
-                     f"{r['tflop_per_s']:.1f} | "
-                     f"{r['mfu']:.1%} | {peak} | |")
+                     f"{r['step_s']:.3f} | {r['compile_s']:.0f} | {r['tflop_per_s']:.1f} | {r['mfu']:.1%} | {peak} | |")
     return "\n".join(lines) + "\n"
 
 
@@ -125,16 +142,16 @@ class Check:
     """Runs rows one after another inside the check's time budget, writing gpu_check.json after every row, so a
     machine taken back mid-check still leaves the rows measured so far."""
 
-    def __init__(self, out: Path, env: dict, common: list[str], deadline: float, row_limit_s: float, tiny_size: bool):
-        self.out, self.env, self.common, self.deadline = out, env, common, deadline
-        self.row_limit_s, self.tiny_size, self.rows = row_limit_s, tiny_size, []
+    def __init__(self, out: Path, env: dict, common: list[str], deadline: float, tiny_size: bool):
+        self.out, self.env, self.common, self.deadline, self.tiny_size, self.rows = out, env, common, deadline, tiny_size, []
 
     def run(self, name: str, flags: list[str]) -> dict:
         left = self.deadline - time.time()
         if left < 20:
             return self.record({"name": name, "error": "skipped: the check's time budget was spent"})
+        limit_s = ROW_LIMIT_S["eager" if flags[flags.index("--compile") + 1] == "none" else "compiled"]
         flags = tiny(flags) if self.tiny_size else flags
-        return self.record(run_one(name, flags, self.common, min(left, self.row_limit_s)))
+        return self.record(run_one(name, flags, self.common, min(left, limit_s), self.out))
 
     def record(self, row: dict) -> dict:
         self.rows.append(row)
@@ -147,7 +164,8 @@ def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True)
     p.add_argument("--tiny", action="store_true", help="CPU logic check: tiny model, aot_eager, 2 steps")
-    p.add_argument("--budget-s", type=float, default=450, help="total seconds for all configurations")
+    p.add_argument("--budget-s", type=float, default=420,
+                   help="total seconds for all rows (8 minutes on one H100 with the installs)")
     p.add_argument("--peak-tflops", type=float, default=798.0, help="bf16 dense peak for MFU (H100 SXM measured)")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -155,16 +173,16 @@ def main(argv=None) -> list[dict]:
     fp8_blocker = fp8_refusal(torch.device("cuda" if torch.cuda.is_available() else "cpu"), "bf16")
     fast = ["--residual-bf16"] + ([] if fp8_blocker else ["--fp8"])
     common = ["--precision", "bf16", "--peak-tflops", str(args.peak_tflops)]
+    # --tiny: the check's logic only (aot_eager traces without code generation; inductor on the CPU is
+    # tests/test_compile_scope.py's business)
     common += ["--steps", "2", "--warmup", "1", "--compile-backend", "aot_eager"] if args.tiny else \
-        ["--steps", "15", "--warmup", "4"]
+        ["--steps", "12", "--warmup", "3"]
     env = {**environment(args.peak_tflops), "fp8": fp8_blocker or "on"}
-    check = Check(out, env, common, time.time() + args.budget_s, args.budget_s / 2, args.tiny)
-    _, setting = find_compile_setting(check.run)
-    for name, flags in configurations(fast, setting or []):
-        if setting is None and "--compile" in flags:
-            check.record({"name": name, "error": "skipped: no inductor setting compiled DiT-XL/2"})
-        else:
-            check.run(name, flags)
+    check = Check(out, env, common, time.time() + args.budget_s, args.tiny)
+    for name, flags in scope_rows():
+        check.run(name, flags)
+    for name, flags in option_rows(fastest_scope(check.rows), fast):
+        check.run(name, flags)
     rows = check.rows
     (out / "gpu_check.md").write_text(markdown(env, rows))
     return rows

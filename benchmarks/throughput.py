@@ -6,13 +6,14 @@ EMA, the strategy's update), on random ImageNet-256-shaped latents (32×32×4) h
 counted once per configuration on the meta device (FlopCounterMode, forward + backward of the same objective
 at batch 2), so no second full-size step runs, and the peak memory is read right after the timed steps.
 
-  python benchmarks/throughput.py --arch XL --batch 256 --mask-ratio 0.5 --compile        # MaskDiT-XL/2
+  python benchmarks/throughput.py --arch XL --batch 256 --mask-ratio 0.5 --compile net    # MaskDiT-XL/2
   python benchmarks/throughput.py --arch XL --batch 128 --mask-ratio 0 --no-decoder         # DiT-XL/2
   python benchmarks/throughput.py --arch XL --batch 64 --sample --cfg-scale 1.5             # Heun-40 + CFG
   python benchmarks/throughput.py --sizes S B L XL --out results/bench-throughput            # table
 """
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
@@ -63,6 +64,7 @@ def train_config(args, arch: str) -> Config:
     cfg.train.batch_size = args.batch
     cfg.train.mixed_precision = MIXED_PRECISION[args.precision]
     cfg.train.compile = args.compile
+    cfg.train.compile_strict = True  # a scope that fails to compile is a failed row, never another scope's number
     cfg.train.compile_backend = args.compile_backend
     cfg.train.activation_memory_budget = args.memory_budget
     cfg.train.fp8 = args.fp8
@@ -116,8 +118,17 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
+def first_call_seconds(fn, device) -> float:
+    """Seconds of the first call: compilation (when compiled) plus one step."""
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
 def measure(fn, steps: int, warmup: int, device) -> float:
-    """Seconds per call after warm-up (compilation happens there)."""
+    """Seconds per call after warm-up (any recompilation happens there)."""
     for _ in range(warmup):
         fn()
     sync(device)
@@ -135,14 +146,17 @@ def run_training(args, arch: str) -> dict:
         progress = Progress()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        sec = measure(lambda: trainer.step(progress, cfg.mask.ratio), args.steps, args.warmup, device)
+        step = functools.partial(trainer.step, progress, cfg.mask.ratio)
+        first_s = first_call_seconds(step, device)
+        sec = measure(step, args.steps, max(0, args.warmup - 1), device)
         peak_gib = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
     flops = flops_per_image(cfg) * args.batch
     row = {"arch": f"{'MaskDiT' if cfg.model.use_decoder else 'DiT'}-{arch}/{cfg.model.patch_size}", "mode": "train",
            "batch": args.batch, "mask_ratio": args.mask_ratio, "precision": args.precision, "compile": args.compile,
            "options": options_label(args),
-           "img_per_s": args.batch / sec, "gflop_per_img": flops / args.batch / 1e9,
-           "tflop_per_s": flops / sec / 1e12}
+           "img_per_s": args.batch / sec, "step_s": sec, "first_step_s": first_s,
+           "compile_s": max(0.0, first_s - sec) if args.compile != "none" else 0.0,
+           "gflop_per_img": flops / args.batch / 1e9, "tflop_per_s": flops / sec / 1e12}
     row["mfu"] = row["tflop_per_s"] / args.peak_tflops
     if peak_gib is not None:
         row["peak_gib"] = peak_gib
@@ -215,7 +229,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--mask-ratio", type=float, default=0.5)
     p.add_argument("--precision", default="bf16", choices=list(AUTOCAST))
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile", default="none", choices=["none", "net", "blocks", "step"],
+                   help="train.compile scope (training/compile_scope.py); a scope that fails is an error here")
     p.add_argument("--compile-backend", default="inductor")
     p.add_argument("--memory-budget", type=float, default=1.0, help="train.activation_memory_budget (compiled)")
     p.add_argument("--grad-checkpointing", default="none", help="none | all | encoder | decoder")
@@ -223,7 +238,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--residual-bf16", action="store_true", help="model.residual_bf16")
     p.add_argument("--fp8", action="store_true", help="train.fp8 (torchao float8 block linears)")
     p.add_argument("--inductor", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="torch._inductor.config options for --compile, e.g. triton.persistent_reductions=false")
+                   help="torch._inductor.config options for a compiled scope, e.g. triton.persistent_reductions=false")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--sample", action="store_true", help="measure EDM-Heun sampling instead of training")

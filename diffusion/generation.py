@@ -22,7 +22,10 @@ class SamplingOptions:
     cfg_scale: float = 1.0  # classifier-free guidance; 1 = unguided
     guidance_sigma_lo: float | None = None  # guide only for σ in [lo, hi] when both are set
     guidance_sigma_hi: float | None = None
-    s_churn: float = 0.0  # EDM stochasticity (edm / euler)
+    s_churn: float = 0.0  # EDM stochasticity (edm / euler): EDM Algorithm 2's S_churn
+    s_tmin: float = 0.0  # churn only for σ in [s_tmin, s_tmax] (EDM's S_tmin / S_tmax; null = no upper bound)
+    s_tmax: float | None = None
+    s_noise: float = 1.0  # EDM's S_noise: the std of the churn's added noise, relative to the exact 1
     clip_denoised: bool = False  # ddim / ddpm: clamp x̂0 to [−1, 1] each step (pixel models only; Ho et al.'s code)
 
     @property
@@ -39,6 +42,12 @@ class SamplingOptions:
             return f"num_steps: must be positive (got {self.num_steps})"
         if (self.guidance_sigma_lo is None) != (self.guidance_sigma_hi is None):
             return "guidance_sigma_lo and guidance_sigma_hi go together"
+        if self.s_churn < 0 or self.s_noise <= 0:
+            return f"s_churn must be ≥ 0 and s_noise > 0 (got {self.s_churn}, {self.s_noise})"
+        if self.s_churn > 0 and self.sampler not in ("edm", "euler"):
+            return f"s_churn: only the edm and euler samplers churn (sampler is {self.sampler})"
+        if self.s_tmax is not None and self.s_tmin > self.s_tmax:
+            return f"s_tmin ({self.s_tmin}) is above s_tmax ({self.s_tmax})"
         if self.clip_denoised and self.sampler not in ("ddim", "ddpm"):
             return f"clip_denoised: only the ddim and ddpm samplers clip x̂0 (sampler is {self.sampler})"
         return None
@@ -68,7 +77,7 @@ def sample_batch(net, seeds: list[int], labels: torch.Tensor | None, shape: tupl
         denoise = limited_guidance(net, labels, opts.cfg_scale, null, *opts.guidance_interval)
     else:
         denoise = guided_denoiser(net, labels, opts.cfg_scale, null)
-    return run_sampler(opts.sampler, denoise, noise, opts.num_steps, randn, opts.s_churn, opts.clip_denoised)
+    return run_sampler(opts, denoise, noise, randn)
 
 
 def generate(net, decoder, seeds: list[int], labels: torch.Tensor | None, opts: SamplingOptions, batch_size: int,

@@ -25,9 +25,16 @@ class LossTerms:
     raw_denoise: torch.Tensor  # unweighted ||D - y||² over visible tokens: what strategies learn from
 
 
-def token_mean(per_token: torch.Tensor, token_weight: torch.Tensor) -> torch.Tensor:
-    """(N, L) values, (N, L) 0/1 weights -> (N,) mean over the selected tokens."""
-    return (per_token * token_weight).sum(1) / token_weight.sum(1).clamp_min(1)
+def token_mean(per_token: torch.Tensor, token_weight: torch.Tensor | None, num_selected: int) -> torch.Tensor:
+    """(N, L) values, (N, L) 0/1 weights selecting `num_selected` tokens of every sample (None: all L) -> (N,)
+    mean over the selected tokens.
+
+    The count is a Python int, not a reduction: every sample keeps the same number of tokens (models/masking.py),
+    so summing a tensor of ones (or the 0/1 mask) would only recompute a known integer, and that persistent
+    reduction is the kernel Triton 3.6 miscompiles ("operand does not dominate", issue #28). Bit-identical to
+    dividing by the weights' sum: the same float sum divided by the same exact integer."""
+    selected = per_token if token_weight is None else per_token * token_weight  # (N, L)
+    return selected.sum(1) / num_selected
 
 
 def per_token_sq_error(pred: torch.Tensor, target: torch.Tensor, patch: int) -> torch.Tensor:
@@ -70,13 +77,14 @@ class MaskDiTLoss:
         else:  # TREAD: the loss stays the plain loss over all tokens (REFERENCE.md §5)
             denoised = net(noisy, sigma, labels, mask, draws.route_noise)
         err = per_token_sq_error(denoised, y, self.patch_size)  # (N, L)
-        visible = torch.ones_like(err) if mask is None else 1 - mask.mask  # (N, L)
+        visible = None if mask is None else 1 - mask.mask  # (N, L) 0/1, None: every token
         # MaskDiT Eq. 3: λ(σ)·||D - y||², averaged over the visible tokens only.
-        raw = token_mean(err, visible)  # (N,)
+        raw = token_mean(err, visible, self.num_tokens if mask is None else mask.num_visible)  # (N,)
         denoise = weight * raw
         mae = torch.zeros_like(denoise)
         if mask is not None and self.mae_weight > 0:
-            mae = token_mean(mae_per_token(denoised, noisy, self.patch_size), mask.mask)  # (N,)
+            mae = token_mean(mae_per_token(denoised, noisy, self.patch_size), mask.mask,
+                             self.num_tokens - mask.num_visible)  # (N,)
         ratio = strategy.objective_ratio(sigma)  # (N,) p/q of proposal-sampling strategies, else None
         if ratio is not None:
             # Importance weights multiply the whole objective, so E_q[ratio·(λℓ + w·MAE)] = E_p[λℓ + w·MAE].

@@ -146,12 +146,14 @@ def limited_guidance(net, labels: torch.Tensor | None, cfg_scale: float, null_la
     return lambda x, sigma: guided(x, sigma) if sigma_lo <= float(sigma) <= sigma_hi else plain(x, sigma)
 
 
-def run_sampler(name: str, denoise: Denoiser, noise: torch.Tensor, num_steps: int, randn: SeededRandn,
-                s_churn: float = 0.0, clip_denoised: bool = False) -> torch.Tensor:
-    """Dispatch by name: edm (Heun), euler (EDM Euler), ddim, ddpm (clip_denoised: ddim and ddpm only)."""
+def run_sampler(opts, denoise: Denoiser, noise: torch.Tensor, randn: SeededRandn) -> torch.Tensor:
+    """Dispatch by opts.sampler (diffusion/generation.py's SamplingOptions): edm (Heun), euler (EDM Euler), ddim,
+    ddpm (clip_denoised: ddim and ddpm only)."""
+    name, num_steps, clip_denoised = opts.sampler, opts.num_steps, opts.clip_denoised
     if name in ("edm", "euler"):
-        return edm_sample(denoise, noise, num_steps=num_steps, heun=name == "edm", s_churn=s_churn,
-                          randn_like=randn.randn_like)
+        return edm_sample(denoise, noise, num_steps=num_steps, heun=name == "edm", s_churn=opts.s_churn,
+                          s_tmin=opts.s_tmin, s_tmax=float("inf") if opts.s_tmax is None else opts.s_tmax,
+                          s_noise=opts.s_noise, randn_like=randn.randn_like)
     if name == "ddim":
         return ddim_sample(denoise, noise, num_steps=num_steps, clip_denoised=clip_denoised)
     if name == "ddpm":

@@ -129,7 +129,7 @@ def test_option_keys_are_validated_with_one_line(tmp_path):
         load_config(None, ["train.activation_memory_budget=0.5"])  # needs train.compile
     with pytest.raises(ConfigError, match="residual_bf16"):
         load_config(None, ["model.residual_bf16=true", "train.mixed_precision=no"])
-    load_config(None, ["train.activation_memory_budget=0.5", "train.compile=true", "model.grad_checkpointing=encoder"])
+    load_config(None, ["train.activation_memory_budget=0.5", "train.compile=net", "model.grad_checkpointing=encoder"])
 
 
 def test_throughput_benchmark_times_the_real_trainer_step():
@@ -142,41 +142,52 @@ def test_throughput_benchmark_times_the_real_trainer_step():
 
 
 def test_gpu_check_script_runs_end_to_end_at_a_tiny_size(tmp_path):
-    """The script a GPU session runs first: every configuration row comes back (numbers or a one-line error)."""
+    """The script a GPU session runs first: eager first, each compile scope, then the options at the fastest
+    scope; every row comes back with its step and compile times, written as it is measured."""
     env = {**os.environ, "OUT": str(tmp_path / "out"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--tiny", "--budget-s", "400"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     rows = record["rows"]
-    assert len(rows) == 7 and all("error" not in r for r in rows), rows
-    assert rows[0]["name"] == "DiT-XL/2 compiled" and rows[0]["compile"]  # the plain inductor compiled: no probe more
-    assert rows[1]["compile"] and "residual_bf16" in rows[2]["options"]
-    assert "memory_budget=0.5" in rows[4]["options"] and not rows[5]["compile"] and not rows[6]["compile"]
-    assert record["environment"]["fp8"].startswith("train.fp8 needs a CUDA GPU")
-    assert "| MaskDiT-XL/2 compiled |" in (tmp_path / "out" / "gpu_check.md").read_text()
+    assert all("error" not in r for r in rows), rows
+    assert [r["compile"] for r in rows[:4]] == ["none", "blocks", "net", "step"]
+    best = max(rows[1:4], key=lambda r: r["img_per_s"])["compile"]
+    assert [r["name"] for r in rows[4:]] == [f"MaskDiT-XL/2 fastest ({best})", f"MaskDiT-XL/2 fastest ({best}), "
+                                             "memory budget 0.5", "DiT-XL/2 eager", f"DiT-XL/2 compiled {best}"]
+    assert "residual_bf16" in rows[4]["options"] and "memory_budget=0.5" in rows[5]["options"]
+    assert all(r["first_step_s"] >= r["compile_s"] >= 0 and r["step_s"] > 0 for r in rows)
+    assert record["environment"]["fp8"].startswith("train.fp8 needs a CUDA GPU") and "triton" in record["environment"]
+    assert "| MaskDiT-XL/2 compiled net |" in (tmp_path / "out" / "gpu_check.md").read_text()
 
 
-def test_gpu_check_tries_the_next_inductor_setting_when_compiling_fails():
-    """The first GPU check's compiled DiT step failed inside Triton: the probe moves on to the next setting and
-    the later compiled rows carry the first one that compiled."""
+def test_gpu_check_keeps_a_failed_rows_stderr_and_goes_on(tmp_path, monkeypatch):
+    """A row that fails (here: a scope that does not compile, as Triton 3.6 failed on the H200) leaves a one-line
+    error in the table and its whole stderr in a log file; the options then run at the fastest scope that
+    worked, and with none working, eagerly."""
     import gpu_check
 
-    tried = []
+    def fake_run(cmd, capture_output, text, timeout, cwd):
+        scope = cmd[cmd.index("--compile") + 1]
+        if scope == "step":
+            stderr = ("Traceback ...\nRuntimeError: PassManager::run failed\n\n"
+                      "Set TORCHDYNAMO_VERBOSE=1 for the internal stack trace")
+            return subprocess.CompletedProcess(cmd, 1, "", stderr)
+        row = {"compile": scope, "img_per_s": {"none": 1.0, "blocks": 3.0, "net": 2.0}[scope]}
+        return subprocess.CompletedProcess(cmd, 0, json.dumps(row) + "\n", "")
 
-    def run(name, flags):
-        tried.append(flags)
-        return {"name": name, "error": "exit 1: PassManager::run failed"} if len(tried) == 1 else {"name": name}
-
-    rows, setting = gpu_check.find_compile_setting(run)
-    assert len(rows) == 2 and "error" in rows[0] and "error" not in rows[1]
-    assert setting == gpu_check.COMPILE_SETTINGS[1] and tried[1][-2:] == setting
-    assert all(setting[-1] in flags for _, flags in gpu_check.configurations([], setting) if "--compile" in flags)
-    rows, setting = gpu_check.find_compile_setting(lambda name, flags: {"name": name, "error": "exit 1"})
-    assert setting is None and len(rows) == len(gpu_check.COMPILE_SETTINGS)
-    # a failed row reports the error, not the hint torch.compile prints after it
-    stderr = "Traceback ...\nRuntimeError: PassManager::run failed\n\nSet TORCHDYNAMO_VERBOSE=1 for the internal stack trace"
-    assert gpu_check.error_line(stderr) == "RuntimeError: PassManager::run failed"
+    monkeypatch.setattr(gpu_check.subprocess, "run", fake_run)
+    check = gpu_check.Check(tmp_path, {}, [], deadline=1e18, tiny_size=False)
+    for name, flags in gpu_check.scope_rows():
+        check.run(name, flags)
+    failed = check.rows[3]
+    assert failed["name"] == "MaskDiT-XL/2 compiled step"
+    assert failed["error"] == "exit 1: RuntimeError: PassManager::run failed (stderr: MaskDiT-XL-2-compiled-step.stderr.log)"
+    assert "TORCHDYNAMO_VERBOSE" in (tmp_path / "MaskDiT-XL-2-compiled-step.stderr.log").read_text()
+    assert gpu_check.fastest_scope(check.rows) == "blocks"
+    assert json.loads((tmp_path / "gpu_check.json").read_text())["rows"][3] == failed  # written as it came
+    assert gpu_check.fastest_scope([check.rows[0], failed]) == "none"
+    assert [name for name, _ in gpu_check.option_rows("none", [])] == ["MaskDiT-XL/2 fastest (none)", "DiT-XL/2 eager"]
 
 
 def test_throughput_sets_inductor_options_and_refuses_unknown_ones():

@@ -99,7 +99,8 @@ class TrainConfig:
     batch_gpu: int | None = None  # per-process micro-batch; None = batch_size / num_processes
     mixed_precision: str = "bf16"  # no | fp16 | bf16
     tf32: bool = True
-    compile: bool = False  # torch.compile the whole training forward (training/objective.py)
+    compile: str = "none"  # what torch.compile compiles: none | net | blocks | step (training/compile_scope.py)
+    compile_strict: bool = False  # a scope that fails to compile stops the run instead of falling back
     compile_backend: str = "inductor"  # torch.compile backend (aot_eager: trace without code generation)
     activation_memory_budget: float = 1.0  # compiled runs: share of activations kept for backward (<1 recomputes)
     fp8: bool = False  # float8 block linears with torchao (training/fp8.py); CUDA capability ≥ 8.9 and bf16 only
@@ -179,9 +180,10 @@ def validate(cfg: Config) -> None:
             raise ConfigError(str(err)) from None
     if not 0 < train_cfg.activation_memory_budget <= 1:
         raise ConfigError(f"train.activation_memory_budget: {train_cfg.activation_memory_budget} must be in (0, 1]")
-    if train_cfg.activation_memory_budget < 1 and not train_cfg.compile:
-        raise ConfigError("train.activation_memory_budget < 1 is a torch.compile option: set train.compile true, or "
-                          "use model.grad_checkpointing in eager mode")
+    check_compile_scope(cfg)
+    if train_cfg.activation_memory_budget < 1 and train_cfg.compile == "none":
+        raise ConfigError("train.activation_memory_budget < 1 is a torch.compile option: set train.compile to one of "
+                          "net | blocks | step, or use model.grad_checkpointing in eager mode")
     if cfg.model.grad_checkpointing not in CHECKPOINTING:
         raise ConfigError(f"model.grad_checkpointing: {cfg.model.grad_checkpointing!r} is not one of "
                           f"{' | '.join(CHECKPOINTING)}")
@@ -191,6 +193,18 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"grid.sampling.{problem}")
     if cfg.model.precond not in ("edm", "vp"):
         raise ConfigError(f"model.precond: {cfg.model.precond!r} is not one of edm | vp")
+
+
+def check_compile_scope(cfg: "Config") -> None:
+    from training.compile_scope import SCOPES
+
+    scope = cfg.train.compile
+    if scope not in SCOPES:
+        before = {"True": "step", "False": "none"}  # the boolean this key was before the scopes existed
+        hint = f" (a boolean {scope.lower()} meant {before[scope]})" if scope in before else ""
+        raise ConfigError(f"train.compile: {scope!r} is not one of {' | '.join(SCOPES)}{hint}")
+    if scope == "blocks" and cfg.model.arch == "ddpm_unet":
+        raise ConfigError("train.compile blocks compiles transformer blocks; model.arch ddpm_unet has none: use net")
 
 
 def check_posthoc_ema(posthoc: PosthocEMAConfig) -> None:

@@ -29,6 +29,7 @@ from models.build import build_network, count_parameters
 from models.ema_profiles import classic_beta
 from training import checkpoint as ckpt
 from training.checkpoint import Progress, TrainedParts
+from training.compile_scope import CompiledForward
 from training.config import Config, ConfigError, to_yaml
 from training.ema import EMA, PowerEMAs
 from training.fp8 import convert_to_fp8, fp8_refusal
@@ -122,7 +123,7 @@ class Trainer:
     def __init__(self, cfg: Config, accelerator: Accelerator, objective, parts: TrainedParts, data: TrainingData,
                  layout: BatchLayout):
         self.cfg, self.accelerator, self.objective, self.parts = cfg, accelerator, objective, parts
-        self.train_objective = compiled(objective, cfg) if cfg.train.compile else objective
+        self.train_objective = compiled_forward(objective, accelerator, cfg)
         self.net, self.ema, self.optimizer, self.strategy = parts.net, parts.ema, parts.optimizer, parts.strategy
         self.power_emas = parts.power_emas
         self.loss_fn = accelerator.unwrap_model(objective).loss
@@ -148,22 +149,20 @@ class Trainer:
     def step(self, progress: Progress, mask_ratio: float) -> None:
         acc = self.accelerator
         step_draws = self.draws(progress.step)
+        fetched = []  # this step's micro-batches (images, labels, draws), kept for a compile fallback's replay
         for round_idx in range(self.accum_rounds):
             offset = micro_batch_offset(round_idx, acc.process_index, acc.num_processes, self.batch_gpu)
             draws = step_draws.slice(offset, self.batch_gpu)
             images, labels = self.batches.next(draws.latent_noise, draws.copy_choice)
-            labels = labels if self.cfg.model.num_classes else None
-            sync = round_idx == self.accum_rounds - 1
-            with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.objective):
-                terms = self.train_objective(images, labels, draws, mask_ratio)
-                self.accelerator.backward(terms.total.mean() / self.accum_rounds)
-            self.observe(terms)
+            fetched.append((images, labels if self.cfg.model.num_classes else None, draws))
+            self.observe(self.micro_batch(fetched, mask_ratio))
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(progress.cur_nimg)
         if self.cfg.optim.grad_clip > 0:
             self.accelerator.clip_grad_norm_(self.objective.parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.train_objective.verified = True  # the scope compiled and ran a whole step: no fallback from here
         progress.cur_nimg += self.cfg.train.batch_size
         progress.step += 1
         train_cfg = self.cfg.train
@@ -176,6 +175,33 @@ class Trainer:
             # statistics, so strategy states stay identical, and no sample-sized gather is needed.
             self.strategy.update_from_sums(acc.reduce(self.strategy_sums, reduction="sum"))
             self.strategy_sums = None
+
+    def forward_backward(self, round_idx: int, images, labels, draws, mask_ratio: float):
+        """One micro-batch: forward, backward of its share of the step's mean loss (DDP synchronises the
+        gradients at the last round only). -> its loss terms."""
+        sync = round_idx == self.accum_rounds - 1
+        with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.objective):
+            terms = self.train_objective(images, labels, draws, mask_ratio)
+            self.accelerator.backward(terms.total.mean() / self.accum_rounds)
+        return terms
+
+    def micro_batch(self, fetched: list, mask_ratio: float):
+        """The newest of this step's micro-batches. When the compile scope fails to compile (only possible before
+        the first step completes), the gradients of the step so far are dropped, the scope falls back
+        (training/compile_scope.py) and the step's micro-batches are replayed on the same inputs: the step ends
+        exactly as if it had started under the fallback scope. -> the newest micro-batch's loss terms."""
+        replay_from = len(fetched) - 1
+        while True:
+            try:
+                for round_idx in range(replay_from, len(fetched)):
+                    terms = self.forward_backward(round_idx, *fetched[round_idx], mask_ratio)
+                return terms
+            except Exception as err:
+                if not self.train_objective.can_fall_back(err):
+                    raise
+                self.train_objective.fall_back(err)
+                self.optimizer.zero_grad(set_to_none=True)
+                replay_from = 0
 
     @torch.no_grad()
     def observe(self, terms) -> None:
@@ -349,12 +375,13 @@ def assemble_trainer(cfg: Config, accelerator: Accelerator, parts: TrainedParts,
     return Trainer(cfg, accelerator, objective, dataclasses.replace(parts, optimizer=optimizer), data, layout)
 
 
-def compiled(objective, cfg: Config):
-    """One process: the whole forward compiles as one graph. Several: compiling the DDP module lets Dynamo split
-    the graph at DDP's gradient buckets (DDPOptimizer), so communication overlaps the backward pass."""
+def compiled_forward(objective, accelerator: Accelerator, cfg: Config) -> CompiledForward:
+    """The step's forward under train.compile (training/compile_scope.py: none | net | blocks | step)."""
     # < 1: the partitioner recomputes cheap activations in backward to keep this share of them saved
     torch._functorch.config.activation_memory_budget = cfg.train.activation_memory_budget
-    return torch.compile(objective, backend=cfg.train.compile_backend)
+    return CompiledForward(objective, accelerator.unwrap_model(objective), cfg.train.compile,
+                           cfg.train.compile_backend, cfg.train.compile_strict,
+                           print if accelerator.is_main_process else None)
 
 
 def take_run_lock(run_dir: Path, accelerator):
