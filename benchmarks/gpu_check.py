@@ -143,7 +143,8 @@ class Check:
     machine taken back mid-check still leaves the rows measured so far."""
 
     def __init__(self, out: Path, env: dict, common: list[str], deadline: float, tiny_size: bool):
-        self.out, self.env, self.common, self.deadline, self.tiny_size, self.rows = out, env, common, deadline, tiny_size, []
+        self.out, self.env, self.common, self.deadline = out, env, common, deadline
+        self.tiny_size, self.rows = tiny_size, []
 
     def run(self, name: str, flags: list[str]) -> dict:
         left = self.deadline - time.time()

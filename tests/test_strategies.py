@@ -362,3 +362,53 @@ def test_optimal_loss_is_cached_and_reused(tmp_path):
     b = load_or_estimate(tmp_path / "j.json", data, sigma, 64, 100)
     c = load_or_estimate(tmp_path / "j.json", data, sigma, 64, 200)  # other settings: estimated again
     assert torch.equal(a, b) and len(calls) == 2 and c.shape == (2,)
+
+
+BAD_STRATEGY_PARAMS = [
+    ("min_snr", "gamma=-5", "diffusion.strategy.params.gamma: -5 is not > 0"),  # trained silently on a negative loss
+    ("min_snr", "gamma=abc", "diffusion.strategy.params.gamma: 'abc' must be a number"),
+    ("min_snr", "gamma=[1,2]", "diffusion.strategy.params.gamma: [1, 2] must be a number, not a list"),
+    ("min_snr", "sampling=uniform", "diffusion.strategy.params.sampling: 'uniform' is not one of edm | ddpm_uniform"),
+    ("speed", "tau=700.5", "diffusion.strategy.params.tau: 700.5 must be an integer"),
+    ("speed", "lam=5", "diffusion.strategy.params.lam: 5 is not in [0, 1]"),  # negative change-aware weights
+    ("importance", "floor=0", "diffusion.strategy.params.floor: 0 is not in (0, 1]"),
+    ("importance", "flor=0.2", "diffusion.strategy.params.flor: not a parameter of importance (its parameters: p_mean"),
+    ("learning_progress", "keep_objective=1", "diffusion.strategy.params.keep_objective: 1 must be true or false"),
+    ("excess_loss", "beta=1", "diffusion.strategy.params.beta: 1 is not in [0, 1)"),
+    ("edm", "sigma_data=1", "diffusion.strategy.params.sigma_data: is set from model.sigma_data, not here"),
+    ("edmm", "p_std=1", "diffusion.strategy.name: unknown strategy 'edmm'; choose from adaptive_weight | "),
+]
+
+
+@pytest.mark.parametrize("name,param,message", BAD_STRATEGY_PARAMS, ids=[f"{n}-{p}" for n, p, _ in BAD_STRATEGY_PARAMS])
+def test_strategy_params_are_typed_and_range_checked(name, param, message):
+    from training.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as err:
+        load_config("configs/train/fashion-mnist.yaml", [f"diffusion.strategy.name={name}",
+                                                         f"diffusion.strategy.params.{param}"])
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_every_strategy_accepts_its_own_defaults_and_a_yaml_int_for_a_float():
+    """Each constructor argument is typed by its annotation; a YAML `5` is a valid float, `null` a valid optional."""
+    import inspect
+
+    from diffusion.strategies import STRATEGIES, strategy_problem
+
+    for name, cls in STRATEGIES.items():
+        defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
+                    if k not in ("self", "sigma_data") and p.default is not inspect.Parameter.empty}
+        assert strategy_problem(name, defaults) is None, name
+    assert strategy_problem("min_snr", {"gamma": 5}) is None
+    assert strategy_problem("excess_loss", {"min_snr_gamma": None}) is None
+
+
+def test_train_py_refuses_a_bad_strategy_parameter_before_building_anything(tmp_path):
+    from conftest import run_cli
+
+    run_dir = tmp_path / "run"
+    proc = run_cli("train.py", "--config", "configs/train/fashion-mnist.yaml", f"run_dir={run_dir}",
+                   "diffusion.strategy.name=min_snr", "diffusion.strategy.params.gamma=-5", check=False)
+    assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [
+        "error: diffusion.strategy.params.gamma: -5 is not > 0"] and not run_dir.exists()

@@ -157,6 +157,10 @@ def validate(cfg: Config) -> None:
     if (train_cfg.ema_decay is None) == (train_cfg.ema_halflife_kimg is None):
         raise ConfigError("train: set exactly one of ema_decay and ema_halflife_kimg (the other to null)")
     check_posthoc_ema(train_cfg.posthoc_ema)
+    from diffusion.strategies import strategy_problem
+
+    if (problem := strategy_problem(cfg.diffusion.strategy.name, dict(cfg.diffusion.strategy.params))) is not None:
+        raise ConfigError(f"diffusion.strategy.{problem}")
     if train_cfg.total_kimg <= 0:
         raise ConfigError(f"train.total_kimg: must be positive (got {train_cfg.total_kimg})")
     if train_cfg.batch_size <= 0 or (train_cfg.batch_gpu is not None and train_cfg.batch_gpu <= 0):

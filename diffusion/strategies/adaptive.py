@@ -32,6 +32,14 @@ import torch
 
 from diffusion.sigma_bins import LogSigmaGrid, bin_means, per_bin_sums
 from diffusion.strategies.base import NoiseLevelStrategy, edm_weight, min_snr_weight
+from diffusion.strategies.params import AT_LEAST_ONE, AT_LEAST_TWO, DECAY, NON_NEGATIVE, POSITIVE, Range
+
+
+# The parameters every binned adaptive strategy shares; `floor` (the share of the base density mixed into q)
+# must be > 0, or p/q is unbounded where the learned q vanishes.
+ADAPTIVE_RANGES = {"p_std": POSITIVE, "num_bins": AT_LEAST_TWO, "sigma_min": POSITIVE, "sigma_max": POSITIVE,
+                   "min_count": AT_LEAST_ONE, "min_snr_gamma": POSITIVE}
+FLOOR = Range(0, 1, low_open=True)
 
 
 class LogSigmaBins(LogSigmaGrid):
@@ -161,6 +169,7 @@ class BinnedAdaptive(NoiseLevelStrategy):
 
 class AdaptiveWeighting(BinnedAdaptive):
     name = "adaptive_weight"
+    PARAM_RANGES = {**ADAPTIVE_RANGES, "beta": DECAY}
 
     def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, beta: float = 0.99, num_bins: int = 32,
                  sigma_min: float = 0.002, sigma_max: float = 80.0, min_count: int = 64,
@@ -186,6 +195,7 @@ class AdaptiveWeighting(BinnedAdaptive):
 
 class ImportanceSampling(BinnedAdaptive):
     name = "importance"
+    PARAM_RANGES = {**ADAPTIVE_RANGES, "beta": DECAY, "floor": FLOOR}
 
     def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, beta: float = 0.99, floor: float = 0.25,
                  num_bins: int = 32, sigma_min: float = 0.002, sigma_max: float = 80.0, min_count: int = 64,
@@ -214,6 +224,7 @@ class ImportanceSampling(BinnedAdaptive):
 
 class LearningProgress(BinnedAdaptive):
     name = "learning_progress"
+    PARAM_RANGES = {**ADAPTIVE_RANGES, "beta_fast": DECAY, "beta_slow": DECAY, "floor": FLOOR, "shrink_z": NON_NEGATIVE}
 
     def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, beta_fast: float = 0.9, beta_slow: float = 0.99,
                  floor: float = 0.5, shrink_z: float = 3.0, keep_objective: bool = True, num_bins: int = 32,
@@ -273,6 +284,7 @@ class ExcessLoss(BinnedAdaptive):
     `keep_objective` true: p/q weights keep E_p[objective]; false: a pure sampling strategy."""
 
     name = "excess_loss"
+    PARAM_RANGES = {**ADAPTIVE_RANGES, "beta": DECAY, "floor": FLOOR}
     needs_optimal_loss = True
 
     def __init__(self, p_mean: float = -1.2, p_std: float = 1.2, beta: float = 0.99, floor: float = 0.25,

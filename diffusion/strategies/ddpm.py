@@ -8,6 +8,7 @@ import torch
 
 from diffusion.ddpm_schedule import DDPMSchedule
 from diffusion.strategies.base import NoiseLevelStrategy
+from diffusion.strategies.params import AT_LEAST_TWO, NON_NEGATIVE, POSITIVE
 
 
 def eps_to_x0_weight(w_eps: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -38,6 +39,7 @@ class DDPMUniform(TimestepStrategy):
     """t ~ U{0, …, T−1} with the plain ε-MSE (Ho et al. 2020): the classic baseline."""
 
     name = "ddpm_uniform"
+    PARAM_RANGES = {"num_steps": AT_LEAST_TWO}
 
     def __init__(self, num_steps: int = 1000, sigma_data: float = 0.5):
         schedule = DDPMSchedule(num_steps)
@@ -48,6 +50,7 @@ class P2Weighting(TimestepStrategy):
     """P2 (Choi et al. 2022): uniform t, ε-MSE weight 1/(k + SNR_t)^γ (defaults k = 1, γ = 1)."""
 
     name = "p2"
+    PARAM_RANGES = {"k": POSITIVE, "gamma": NON_NEGATIVE, "num_steps": AT_LEAST_TWO}
 
     def __init__(self, k: float = 1.0, gamma: float = 1.0, num_steps: int = 1000, sigma_data: float = 0.5):
         schedule = DDPMSchedule(num_steps)

@@ -4,6 +4,7 @@ import torch
 
 from diffusion.strategies.base import NoiseLevelStrategy, edm_weight, lognormal_sigma, min_snr_weight
 from diffusion.ddpm_schedule import DDPMSchedule
+from diffusion.strategies.params import POSITIVE, Range
 
 
 class MinSNR(NoiseLevelStrategy):
@@ -14,6 +15,7 @@ class MinSNR(NoiseLevelStrategy):
     """
 
     name = "min_snr"
+    PARAM_RANGES = {"gamma": POSITIVE, "sampling": Range(choices=("edm", "ddpm_uniform")), "p_std": POSITIVE}
 
     def __init__(self, gamma: float = 5.0, soft: bool = False, sampling: str = "edm", p_mean: float = -1.2,
                  p_std: float = 1.2, sigma_data: float = 0.5):
@@ -39,6 +41,7 @@ class LogitNormal(NoiseLevelStrategy):
     the EDM log-normal with P_mean = m, P_std = s. The v-MSE becomes the x0-space weight 1/t² = (1 + σ)²/σ²."""
 
     name = "logit_normal"
+    PARAM_RANGES = {"s": POSITIVE}
 
     def __init__(self, m: float = 0.0, s: float = 1.0, sigma_data: float = 0.5):
         self.m, self.s = m, s
@@ -56,6 +59,7 @@ class LaplaceLogSNR(NoiseLevelStrategy):
     (the method changes only where training samples)."""
 
     name = "laplace"
+    PARAM_RANGES = {"b": POSITIVE}
 
     def __init__(self, mu: float = 0.0, b: float = 0.5, sigma_data: float = 0.5):
         self.mu, self.b, self.sigma_data = mu, b, sigma_data

@@ -12,6 +12,7 @@ import torch
 from diffusion.strategies.base import NoiseLevelStrategy, edm_weight
 from diffusion.ddpm_schedule import DDPMSchedule
 from diffusion.strategies.ddpm import TimestepStrategy
+from diffusion.strategies.params import AT_LEAST_TWO, NON_NEGATIVE, POSITIVE, UNIT
 
 
 def meaningful_steps(schedule: DDPMSchedule) -> int:
@@ -34,6 +35,8 @@ class SpeeD(TimestepStrategy):
     """Faithful port: integer t with dual sampling; ε-weight w_t becomes the x0-space weight w_t/σ_t²."""
 
     name = "speed"
+    # λ ∈ [0, 1] keeps the weights w_t ∈ [1 − λ, λ] non-negative
+    PARAM_RANGES = {"k": POSITIVE, "tau": NON_NEGATIVE, "lam": UNIT, "num_steps": AT_LEAST_TWO}
 
     def __init__(self, k: float = 5.0, tau: int = 700, lam: float = 0.6, dual: bool = True, num_steps: int = 1000,
                  sigma_data: float = 0.5):
@@ -58,6 +61,7 @@ class SpeeDEDM(NoiseLevelStrategy):
     transfers SpeeD's two ideas (fewer samples in the convergence area σ ≥ σ_τ, change-aware weights)."""
 
     name = "speed_edm"
+    PARAM_RANGES = {"k": POSITIVE, "tau": NON_NEGATIVE, "lam": UNIT, "p_std": POSITIVE}
 
     def __init__(self, k: float = 5.0, tau: int = 700, lam: float = 0.6, p_mean: float = -1.2, p_std: float = 1.2,
                  sigma_data: float = 0.5):
