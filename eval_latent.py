@@ -53,14 +53,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def check_reference_matches(ref: dict, feature_net, ref_path: str) -> None:
-    """The reference statistics must be in this feature network's space (e.g. Inception pool, 2048-d)."""
-    dim, expected = ref["mu"].shape[0], feature_net.dims["pool"]
-    if dim != expected:
-        raise ValueError(f"--ref {ref_path}: statistics of {dim}-d features, but the config's feature network "
-                         f"{feature_net.name} gives {expected}-d (features: key of the evaluation config)")
-
-
 def check_args(args) -> None:
     needed = {"model": ("ckpt", "ref"), "ref": ("source", "out"), "images": ("source", "ref")}[args.mode]
     missing = [f"--{n}" for n in needed if getattr(args, n) is None]
@@ -76,14 +68,12 @@ def main(argv=None) -> None:
         overrides = list(args.overrides) + ([f"num_samples={args.num_samples}"] if args.num_samples else []) + (
             [f"inception={args.inception}"] if args.inception else [])
         cfg = load_eval_config(args.config, overrides)
-        ref = load_reference(args.ref) if args.ref else None
+        feature_net = build_feature_net(cfg, state.device)
+        ref = load_reference(args.ref, feature_net) if args.ref else None  # checked whole, before any sampling
         net = decoder = None
         if args.mode == "model":
             net, meta = load_for_sampling(args.ckpt, state.device)
             decoder = Decoder(meta["data"], state.device)
-        feature_net = build_feature_net(cfg, state.device)
-        if ref is not None:
-            check_reference_matches(ref, feature_net, args.ref)  # before sampling anything
     except (ConfigError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     split = ProcessSplit(state)

@@ -84,8 +84,8 @@ def sweep(args: argparse.Namespace, snapshots) -> list[dict]:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = load_eval_config(args.config, args.overrides)
-    ref = load_reference(args.ref)
     feature_net = build_feature_net(cfg, device)
+    ref = load_reference(args.ref, feature_net)
     ref_pool = reference_pool_features(ref, feature_net, cfg, device)
     rows = []
     for target in targets_of(args):

@@ -77,7 +77,7 @@ class Evaluator:
         self.device, self.eval_config = device, eval_config
         base = load_eval_config(eval_config)
         self.feature_net = build_feature_net(base, device)
-        self.ref = load_reference(str(reference_path(eval_config, reference, work)))
+        self.ref = load_reference(str(reference_path(eval_config, reference, work)), self.feature_net)
         self.ref_pool = reference_pool_features(self.ref, self.feature_net, base, device)
 
     def __call__(self, net, meta: dict, eval_overrides: list[str], num_samples: int) -> dict:

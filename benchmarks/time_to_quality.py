@@ -190,8 +190,8 @@ class Evaluator:
         if not ref_path.exists():
             python(["eval_latent.py", "ref", "--config", proto.eval_config, "--source", reference, "--out",
                     str(ref_path)])
-        self.ref = load_reference(str(ref_path))
         self.feature_net = build_feature_net(base, self.device)
+        self.ref = load_reference(str(ref_path), self.feature_net)
         self.ref_pool = reference_pool_features(self.ref, self.feature_net, base, self.device)
 
     def __call__(self, snapshot: Path, seed: int, overrides: list[str], grid: Path | None) -> dict:

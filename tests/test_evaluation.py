@@ -129,3 +129,89 @@ def test_fmnist_model_evaluation_end_to_end(full_run, tmp_path, tiny_fmnist, mon
     two = json.loads(proc2.stdout.strip().splitlines()[-1])
     assert two["num_samples"] == 20 and two["fd"] == pytest.approx(metrics["fd"], rel=1e-4)
     assert two["class_accuracy"] == metrics["class_accuracy"]
+
+
+class FmnistNet:
+    """The feature space of configs/test/fashion-mnist.yaml without building the network; its features of any
+    batch are NaN (a sampler or feature network gone wrong)."""
+
+    name, dims, predicts_dataset_labels = "fmnist_classifier", {"pool": 128, "logits": 10}, False
+
+    def __call__(self, images):
+        return {"pool": torch.full((len(images), 128), float("nan")), "logits": torch.zeros(len(images), 10)}
+
+
+def good_reference(**changes) -> dict:
+    gen = np.random.default_rng(0)
+    feats = gen.standard_normal((300, 128))
+    arrays = {"mu": feats.mean(0), "sigma": np.cov(feats, rowvar=False), "pool_features": feats.astype(np.float32),
+              "feature_net": np.array("fmnist_classifier")}
+    arrays.update(changes)
+    return {k: v for k, v in arrays.items() if v is not None}
+
+
+def broken_references(tmp_path):
+    """(file, the words its one-line error must hold) for every kind of bad reference file."""
+    cases = []
+    path = tmp_path / "good.npz"
+    np.savez(path, **good_reference())
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    cases.append((truncated, "not a readable reference npz"))
+    (tmp_path / "empty.npz").write_bytes(b"")
+    cases.append((tmp_path / "empty.npz", "not a readable reference npz"))
+    (tmp_path / "text.npz").write_text("mu,sigma\n1,2\n")
+    cases.append((tmp_path / "text.npz", "not a readable reference npz"))
+    with open(tmp_path / "bare.npz", "wb") as f:
+        np.save(f, np.zeros(128))
+    cases.append((tmp_path / "bare.npz", "one bare array, not an npz"))
+    for name, changes, words in [
+        ("dim7", {"mu": np.zeros(7), "sigma": np.eye(7), "pool_features": None}, "statistics of 7-d features"),
+        ("shapes", {"sigma": np.eye(128)[:, :64]}, "mu (128,) and sigma (128, 64) are not a (D,) mean"),
+        ("nan", {"sigma": np.full((128, 128), np.nan)}, "sigma holds 16384 non-finite values"),
+        ("pool", {"pool_features": np.zeros((10, 64))}, "pool_features (10, 64) are not (N, 128)"),
+        ("nomu", {"mu": None}, "needs keys mu and sigma"),
+        ("spatial", {"mu_s": np.zeros(3)}, "mu_s and sigma_s go together"),
+        ("strings", {"mu": np.array(["a"] * 128)}, "mu holds <U1 values, not numbers"),
+        ("othernet", {"feature_net": np.array("inception")}, "statistics of inception features"),
+    ]:
+        np.savez(tmp_path / f"{name}.npz", **good_reference(**changes))
+        cases.append((tmp_path / f"{name}.npz", words))
+    return cases
+
+
+def test_every_kind_of_bad_reference_is_one_line_naming_the_file(tmp_path):
+    assert set(load_reference(_saved(tmp_path), FmnistNet())) == {"mu", "sigma", "pool_features", "feature_net"}
+    for path, words in broken_references(tmp_path):
+        with pytest.raises(ValueError) as err:
+            load_reference(path, FmnistNet())
+        message = str(err.value)
+        assert message.startswith(f"{path}: ") and words in message and "\n" not in message, (path.name, message)
+
+
+def _saved(tmp_path):
+    np.savez(tmp_path / "ok.npz", **good_reference())
+    return tmp_path / "ok.npz"
+
+
+def test_eval_latent_refuses_a_bad_reference_before_sampling(full_run, tmp_path):
+    """One line, a non-zero exit, no result file, and no sample generated (the refusal comes first: it takes
+    less time than one sampling batch would, and nothing is printed before it)."""
+    for name, changes in [("nan", {"sigma": np.full((128, 128), np.inf)}), ("dim", {"pool_features": np.zeros((5, 3))})]:
+        ref = tmp_path / f"{name}.npz"
+        np.savez(ref, **good_reference(**changes))
+        out = tmp_path / f"{name}.json"
+        proc = run_cli("eval_latent.py", "--config", "configs/test/fashion-mnist.yaml", "--ckpt", str(full_run),
+                       "--ref", str(ref), "--out", str(out), check=False)
+        assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [
+            proc.stderr.strip().splitlines()[-1]] and str(ref) in proc.stderr and not out.exists()
+        assert "sampl" not in proc.stdout.lower()
+
+
+def test_a_metric_that_is_not_finite_is_an_error():
+    from evaluation.metrics import SampleFeatures, compute_metrics
+
+    stats = SampleFeatures(FmnistNet(), keep_for_pr=0)
+    stats.add(torch.zeros(4, 1, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="generated samples are not finite"):
+        compute_metrics(stats, good_reference(), None)
