@@ -25,6 +25,7 @@ from evaluation.evaluate import ProcessSplit, build_feature_net, metrics_table, 
 from evaluation.metrics import load_reference, save_reference
 from models.snapshot import load_for_sampling
 from utils.distributed import release_process_group
+from utils.cli import run_command
 from utils.layered_config import ConfigError
 
 
@@ -96,7 +97,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        release_process_group()
+    run_command(main, release_process_group)

@@ -22,6 +22,7 @@ from accelerate import PartialState
 
 from dataio.extract import ExtractOptions, extract
 from dataio.shards import write_shards
+from utils.cli import run_command
 from utils.distributed import release_process_group
 
 
@@ -67,7 +68,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        release_process_group()
+    run_command(main, release_process_group)

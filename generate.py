@@ -23,6 +23,7 @@ from dataio.image_io import grid_image, save_png_atomic, to_uint8
 from diffusion.generation import DEFAULT_STEPS, SAMPLERS, SamplingOptions, generate, labels_for_seeds
 from models.snapshot import load_for_sampling
 from utils.atomic import atomic_savez
+from utils.cli import run_command
 from utils.distributed import release_process_group
 
 
@@ -128,7 +129,4 @@ def write_collected(results, labels, seeds, kind: str, out: Path, cols: int | No
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        release_process_group()
+    run_command(main, release_process_group)

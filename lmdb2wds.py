@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from dataio.shards import write_shards
+from utils.cli import run_command
 
 
 def main(argv=None) -> None:
@@ -27,4 +28,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -23,6 +23,7 @@ from models.ema_profiles import MAX_SIGMA_REL
 from models.posthoc_ema import EMATarget, power_snapshots, reconstruct
 from models.snapshot import SnapshotError
 from utils.atomic import atomic_write_text
+from utils.cli import run_command
 from utils.layered_config import ConfigError
 
 MODES = ("write", "sweep")
@@ -121,4 +122,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

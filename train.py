@@ -17,7 +17,8 @@ from models.build import WeightsMismatchError
 from models.snapshot import SnapshotError
 from training.checkpoint import CheckpointError, RunLockedError
 from training.loop import NonFiniteError, train
-from utils.atomic import DiskFullError
+from utils.atomic import DiskFullError, UnwritableError
+from utils.cli import run_command
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,9 +40,9 @@ def main(argv=None) -> None:
         train(cfg, init_from=args.init_from, stop_after_kimg=args.stop_after_kimg,
               stop_after_min=args.stop_after_min)
     except (ConfigError, DataMismatchError, FileNotFoundError, NonFiniteError, CheckpointError, RunLockedError,
-            SnapshotError, WeightsMismatchError, DataRecordError, DiskFullError) as err:
+            SnapshotError, WeightsMismatchError, DataRecordError, DiskFullError, UnwritableError) as err:
         sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.snapshot import save_snapshot, save_weights, strip_compile_prefix  # noqa: E402
 from training import checkpoint as ckpt  # noqa: E402
 from utils.atomic import atomic_torch_save, atomic_write_text  # noqa: E402
+from utils.cli import run_command  # noqa: E402
 
 
 def snapshot_parts(old: dict) -> tuple[dict, dict]:
@@ -66,4 +67,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

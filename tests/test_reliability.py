@@ -210,3 +210,70 @@ def test_extract_accepts_the_one_channel_npz_that_generate_writes(tmp_path):
     np.savez(npz, arr_0=np.zeros((3, 8, 8, 2), np.float32))
     with pytest.raises(ValueError, match=r"arr_0 must be uint8 \(N, H, W\[, 1\|3\|4\]\); got float32"):
         open_source(f"npz:{npz}")
+
+
+def test_an_unwritable_run_directory_stops_at_start_with_one_line(tmp_path, tiny_fmnist):
+    """As root, permissions are not enforced, so an unwritable folder is simulated by a regular file where the
+    folder belongs (the write fails the same way: one line naming the folder, before any lock, log or event
+    file, and nothing is created)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = train_tiny(blocker / "run", tiny_fmnist, check=False)
+    assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [
+        f"error: cannot write in {blocker / 'run'} ({blocker} is a file, not a folder): make it writable (or "
+        "choose another path) and re-run"]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "checkpoints").write_text("in the way")
+    proc = train_tiny(run_dir, tiny_fmnist, check=False)
+    assert proc.returncode != 0 and f"cannot write in {run_dir / 'checkpoints'}" in last_line(proc)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints"]  # no lock, log, stats or events
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_with_one_line_and_keeps_the_last(tmp_path, tiny_fmnist):
+    run_dir = tmp_path / "run"
+    train_tiny(run_dir, tiny_fmnist, "--stop-after-kimg", "0.064")
+    before = {p: p.read_bytes() for p in (run_dir / "checkpoints").rglob("*") if p.is_file()}
+    (run_dir / "checkpoints" / ".tmp-000000008").write_text("in the way of the next checkpoint's temp folder")
+    proc = train_tiny(run_dir, tiny_fmnist, check=False)
+    blocked = run_dir / "checkpoints" / ".tmp-000000008"
+    assert proc.returncode != 0 and last_line(proc).startswith(f"error: cannot write model.safetensors in {blocked} "
+                                                              f"({blocked} is a file, not a folder)")
+    assert not any("Traceback" in line for line in proc.stderr.splitlines())
+    assert checkpoints(run_dir) == ["000000004"]
+    assert all(p.read_bytes() == data for p, data in before.items())  # the previous checkpoint as it was
+
+
+def test_a_full_disk_at_start_is_the_same_one_line(tmp_path, monkeypatch):
+    """Every writer a run starts (lock, log, events, stats) comes after the start check, so one probe covers
+    them; a full disk is faked by the probe's fsync failing with ENOSPC."""
+    import errno
+    import os
+
+    from utils import atomic
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(atomic.DiskFullError, match=f"^no space left on {tmp_path / 'run'}: free some space"):
+        atomic.check_writable([tmp_path / "run"])
+    assert [p.name for p in (tmp_path / "run").iterdir()] == []  # the probe file is removed
+
+
+def test_unexpected_errors_are_one_line_unless_debugging(monkeypatch, capsys):
+    from utils.cli import run_command
+
+    def broken_main():
+        raise RuntimeError("a deep library error\nwith a second line")
+
+    monkeypatch.setattr(sys, "argv", ["generate.py", "--ckpt", "x.safetensors"])
+    with pytest.raises(SystemExit) as err:
+        run_command(broken_main)
+    assert str(err.value) == ("error: generate.py --ckpt x.safetensors: unexpected RuntimeError: a deep library error "
+                              "(run with --debug or MASKDIT_DEBUG=1 for the full traceback)")
+    monkeypatch.setattr(sys, "argv", ["generate.py", "--debug", "--ckpt", "x.safetensors"])
+    released = []
+    with pytest.raises(RuntimeError):
+        run_command(broken_main, lambda: released.append(True))
+    assert sys.argv == ["generate.py", "--ckpt", "x.safetensors"] and released == [True]

@@ -35,7 +35,7 @@ from models.snapshot import (EMA_FILE, SUFFIX, SnapshotError, load_weights, read
                              save_weights, snapshot_metadata)
 from training.config import Config, to_dict
 from training.ema import EMA, PowerEMAs
-from utils.atomic import atomic_torch_save, atomic_write_text
+from utils.atomic import DiskFullError, UnwritableError, atomic_torch_save, atomic_write_text, write_failure
 
 MODEL_FILE = "model" + SUFFIX
 STATE_FILE = "training_state.pt"
@@ -179,15 +179,20 @@ def write_checkpoint(run_dir: Path, step: int, net_state: dict, state: dict, ema
     root = Path(run_dir) / "checkpoints"
     final = root / f"{step:09d}"
     tmp = root / f"{TEMP_PREFIX}{step:09d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_weights(tmp / MODEL_FILE, net_state)
-    save_snapshot(tmp / EMA_FILE, ema_state, meta)
-    atomic_torch_save(state, tmp / STATE_FILE)
-    sums = {name: sha256(tmp / name) for name in (MODEL_FILE, EMA_FILE, STATE_FILE)}
-    atomic_write_text(tmp / CHECKSUM_FILE, json.dumps(sums, indent=1) + "\n")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_weights(tmp / MODEL_FILE, net_state)
+        save_snapshot(tmp / EMA_FILE, ema_state, meta)
+        atomic_torch_save(state, tmp / STATE_FILE)
+        sums = {name: sha256(tmp / name) for name in (MODEL_FILE, EMA_FILE, STATE_FILE)}
+        atomic_write_text(tmp / CHECKSUM_FILE, json.dumps(sums, indent=1) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except (DiskFullError, UnwritableError):
+        raise  # already one line, naming the file
+    except OSError as err:  # the temp folder or the rename: the older checkpoints are untouched either way
+        raise write_failure(err, root, f"checkpoint {final.name}") from None
     prune(checkpoint_dirs(run_dir), keep, shutil.rmtree)
     return final
 

@@ -36,7 +36,7 @@ from training.fp8 import convert_to_fp8, fp8_refusal
 from training.objective import TrainingObjective
 from training.plots import plot_telemetry
 from training.run_log import RunLog
-from utils.atomic import atomic_write_text
+from utils.atomic import DiskFullError, UnwritableError, atomic_write_text, check_writable
 from utils.distributed import release_process_group
 
 
@@ -307,7 +307,7 @@ def train(cfg: Config, init_from: str | None = None, stop_after_kimg: float | No
         raise ConfigError(refusal)
     if init_from is not None and not Path(init_from).exists():
         raise FileNotFoundError(f"--init-from {init_from}: no such checkpoint or snapshot")
-    lock = take_run_lock(run_dir, accelerator)  # noqa: F841 - held (open) for the whole run
+    lock = take_run_lock(run_dir, accelerator, run_subfolders(cfg))  # noqa: F841 - held (open) for the whole run
     loaded = ckpt.load_newest_healthy(run_dir, warn=print if accelerator.is_main_process else None)
     run_state = loaded.state if loaded is not None else None
     data = build_training_data(cfg.data, cfg.train.seed, rank, world, layout.batch_gpu, accelerator.device,
@@ -384,20 +384,30 @@ def compiled_forward(objective, accelerator: Accelerator, cfg: Config) -> Compil
                            print if accelerator.is_main_process else None)
 
 
-def take_run_lock(run_dir: Path, accelerator):
-    """Rank 0 locks the run directory (training/checkpoint.py); every rank learns whether it could, so a second
-    copy of a command stops on all of its ranks with one line. -> the open lock file (rank 0) or None."""
+def run_subfolders(cfg: Config) -> list[str]:
+    """The folders a run writes besides its top level (posthoc/ only when it tracks power EMAs: its presence
+    tells the post-hoc tools that a run has them)."""
+    return ["checkpoints", "snapshots", "tensorboard"] + ["posthoc"] * bool(cfg.train.posthoc_ema.sigma_rels)
+
+
+def take_run_lock(run_dir: Path, accelerator, subfolders: list[str]):
+    """Rank 0 checks that the run directory and its subfolders can be written (one line naming the one that
+    cannot: permissions, a full or read-only disk, a file in the way) and locks it (training/checkpoint.py);
+    every rank learns the outcome, so a bad run directory or a second copy of a command stops all ranks with one
+    line, before any log, event or stats file is opened. -> the open lock file (rank 0) or None."""
     from accelerate.utils import broadcast_object_list
 
     lock, error = None, None
     if accelerator.is_main_process:
         try:
+            check_writable([run_dir, *(run_dir / name for name in subfolders)])
             lock = ckpt.lock_run_dir(run_dir)
-        except ckpt.RunLockedError as err:
-            error = str(err)
+        except (ckpt.RunLockedError, DiskFullError, UnwritableError) as err:
+            error = (type(err).__name__, str(err))
     error = broadcast_object_list([error])[0] if accelerator.num_processes > 1 else error
     if error is not None:
-        raise ckpt.RunLockedError(error)
+        kind = {"DiskFullError": DiskFullError, "UnwritableError": UnwritableError}.get(error[0], ckpt.RunLockedError)
+        raise kind(error[1])
     return lock
 
 
