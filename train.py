@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from dataio.latent_batches import DataRecordError
+from dataio.latent_store import StoreFormatError
 from dataio.training_data import DataMismatchError
 from training.config import ConfigError, load_config
 from models.build import WeightsMismatchError
@@ -40,7 +41,8 @@ def main(argv=None) -> None:
         train(cfg, init_from=args.init_from, stop_after_kimg=args.stop_after_kimg,
               stop_after_min=args.stop_after_min)
     except (ConfigError, DataMismatchError, FileNotFoundError, NonFiniteError, CheckpointError, RunLockedError,
-            SnapshotError, WeightsMismatchError, DataRecordError, DiskFullError, UnwritableError) as err:
+            SnapshotError, WeightsMismatchError, DataRecordError, DiskFullError, UnwritableError,
+            StoreFormatError) as err:
         sys.exit(f"error: {err}")
 
 

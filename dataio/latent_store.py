@@ -6,6 +6,7 @@ moments), dtype, vae, scaling_factor, resolution, xflip, num_classes, source, co
 """
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -59,6 +60,10 @@ def release_read_envs() -> None:
         _READ_ENVS.pop(key).close()
 
 
+class StoreFormatError(ValueError):
+    """A latent store's metadata (LMDB record or shard index) that the readers cannot trust; one line naming it."""
+
+
 def read_meta(path: str | Path) -> dict:
     """The metadata of a complete store; one clear error otherwise. Leaves no environment open."""
     import lmdb
@@ -73,11 +78,48 @@ def read_meta(path: str | Path) -> dict:
     if cached is None:
         env.close()
     if raw is None:
-        raise ValueError(f"LMDB {path}: no {META_KEY.decode()} record (extraction not finished? re-run it)")
-    meta = json.loads(raw)
-    if not meta.get("complete"):
-        raise ValueError(f"LMDB {path}: extraction incomplete (re-run extract_latent.py to finish it)")
+        raise StoreFormatError(f"LMDB {path}: no {META_KEY.decode()} record (extraction not finished? re-run it)")
+    try:
+        meta = json.loads(raw)
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        raise StoreFormatError(f"LMDB {path}: the {META_KEY.decode()} record is not JSON ({err}); re-extract the "
+                         "store") from None
+    if isinstance(meta, dict) and not meta.get("complete"):
+        raise StoreFormatError(f"LMDB {path}: extraction incomplete (re-run extract_latent.py to finish it)")
+    if (problem := meta_problem(meta)) is not None:
+        raise StoreFormatError(f"LMDB {path}: {problem}; re-extract the store")
     return meta
+
+
+# The metadata fields the readers trust, with their JSON types (extract.py writes them).
+META_FIELDS = {"count": int, "shape": list, "dtype": str, "vae": str, "scaling_factor": float, "xflip": bool,
+               "num_classes": int, "complete": bool}
+
+
+def meta_problem(meta) -> str | None:
+    """What is wrong with a complete store's metadata (LMDB record or shard index copy), naming the field."""
+    if not isinstance(meta, dict):
+        return f"the metadata is a JSON {type(meta).__name__}, not an object"
+    for key, kind in META_FIELDS.items():
+        value = meta.get(key)
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        fits = isinstance(value, bool) if kind is bool else numeric if kind is float else (
+            isinstance(value, kind) and not isinstance(value, bool))
+        if not fits:
+            return f"metadata field {key} is {value!r}, not {kind.__name__}" if key in meta else f"metadata lacks {key}"
+    shape = meta["shape"]
+    positive = all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+    if len(shape) != 4 or not positive or shape[1] % 2:
+        return f"metadata field shape is {shape}, not (copies, 2 × channels, h, w) positive integers"
+    try:
+        np.dtype(meta["dtype"])
+    except TypeError:
+        return f"metadata field dtype is {meta['dtype']!r}, not a numpy dtype"
+    if not (math.isfinite(meta["scaling_factor"]) and meta["scaling_factor"] > 0):
+        return f"metadata field scaling_factor is {meta['scaling_factor']}, not a positive number"
+    if meta["count"] < 0 or meta["num_classes"] < 0:
+        return f"metadata fields count {meta['count']} and num_classes {meta['num_classes']} must be ≥ 0"
+    return None
 
 
 class LatentWriter:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dataio.latent_store import LatentLMDB, release_read_envs
+from dataio.latent_store import LatentLMDB, StoreFormatError, meta_problem, release_read_envs
 from utils.atomic import atomic_path, atomic_write_text
 
 INDEX_FILE = "index.json"
@@ -50,11 +50,32 @@ def read_index(shard_dir: str | Path) -> dict:
     path = Path(shard_dir) / INDEX_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{shard_dir}: no {INDEX_FILE} (not written by lmdb2wds.py, or unfinished)")
-    index = json.loads(path.read_text())
+    try:
+        index = json.loads(path.read_text())
+    except ValueError as err:  # JSONDecodeError (truncated, empty, garbage) and UnicodeDecodeError (binary)
+        raise StoreFormatError(f"{path}: not a JSON shard index ({err}); re-run lmdb2wds.py") from None
+    if (problem := index_problem(index)) is not None:
+        raise StoreFormatError(f"{path}: {problem}; re-run lmdb2wds.py")
     missing = [s["name"] for s in index["shards"] if not (Path(shard_dir) / s["name"]).is_file()]
     if missing:
         raise FileNotFoundError(f"{shard_dir}: shard {missing[0]} listed in {INDEX_FILE} is missing")
     return index
+
+
+def index_problem(index) -> str | None:
+    """What is wrong with a shard index (its fields, the shards' counts, the store metadata it repeats), or None."""
+    if not isinstance(index, dict):
+        return f"the index is a JSON {type(index).__name__}, not an object"
+    missing = [key for key in ("count", "shards", "seed", "meta") if key not in index]
+    if missing:
+        return f"the index lacks {', '.join(missing)} (unfinished or not written by lmdb2wds.py)"
+    shards = index["shards"]
+    if not isinstance(shards, list) or not all(isinstance(s, dict) and isinstance(s.get("name"), str) and
+                                               isinstance(s.get("count"), int) for s in shards):
+        return "shards is not a list of {name, count} entries"
+    if not isinstance(index["count"], int) or sum(s["count"] for s in shards) != index["count"]:
+        return f"count {index['count']!r} is not the sum of the shards' counts ({sum(s['count'] for s in shards)})"
+    return meta_problem(index["meta"])
 
 
 def decode_sample(sample: dict) -> tuple[torch.Tensor, int]:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from dataio.autoencoder import encode_moments, load_vae
 from dataio.image_sources import adm_center_crop
-from dataio.latent_store import LatentLMDB, open_readonly, read_meta, record_key
+from dataio.latent_store import META_KEY, LatentLMDB, open_readonly, read_meta, record_key
 from dataio.shards import iterate_shards
 
 from conftest import TINY_OVERRIDES, read_checkpoint, run_cli
@@ -213,3 +213,62 @@ def test_lmdb_training_with_two_processes_equals_one(store, tmp_path):
     one, two = (read_checkpoint(tmp_path / run / "checkpoints/000000004")[0] for run in ("one", "two"))
     for key in one["net"]:
         assert torch.allclose(one["net"][key], two["net"][key], atol=1e-6), key
+
+
+def copy_store_with_meta(store, path, raw_meta: bytes):
+    env = lmdb.open(str(path), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for key, value in all_records(store).items():
+            txn.put(key, raw_meta if key == META_KEY else value)
+    env.close()
+    return path
+
+
+def test_bad_store_metadata_is_one_line_naming_the_store_and_field(store, tmp_path):
+    from dataio.latent_store import read_meta
+
+    good = json.loads(all_records(store)[META_KEY])
+    for name, raw, words in [
+        ("garbage", b"\xff\xfe not json", "record is not JSON"),
+        ("truncated", json.dumps(good).encode()[:-10], "record is not JSON"),
+        ("list", b"[1, 2]", "the metadata is a JSON list, not an object"),
+        ("shape", json.dumps({**good, "shape": [1, 8, 2]}).encode(), "metadata field shape is [1, 8, 2], not"),
+        ("dtype", json.dumps({**good, "dtype": "float99"}).encode(), "metadata field dtype is 'float99'"),
+        ("count", json.dumps({**good, "count": "many"}).encode(), "metadata field count is 'many', not int"),
+        ("scale", json.dumps({**good, "scaling_factor": -1}).encode(), "scaling_factor is -1, not a positive"),
+        ("novae", json.dumps({k: v for k, v in good.items() if k != "vae"}).encode(), "metadata lacks vae"),
+    ]:
+        path = copy_store_with_meta(store, tmp_path / f"{name}.lmdb", raw)
+        with pytest.raises(ValueError) as err:
+            read_meta(path)
+        assert str(err.value).startswith(f"LMDB {path}: ") and words in str(err.value), (name, str(err.value))
+        assert "\n" not in str(err.value)
+
+
+def test_bad_shard_index_is_one_line_naming_the_file(store, tmp_path):
+    from dataio.shards import read_index
+
+    run_cli("lmdb2wds.py", "--lmdb", str(store), "--out", str(tmp_path / "wds"), "--shard-size", "10")
+    index_path = tmp_path / "wds" / "index.json"
+    good = index_path.read_text()
+    index = json.loads(good)
+    for name, content, words in [
+        ("truncated", good[: len(good) // 2].encode(), "not a JSON shard index"),
+        ("empty", b"", "not a JSON shard index"),
+        ("binary", b"\xff\xfe\x00garbage", "not a JSON shard index"),
+        ("incomplete", json.dumps({"count": index["count"], "shards": index["shards"]}).encode(),
+         "the index lacks seed, meta"),
+        ("counts", json.dumps({**index, "count": index["count"] + 1}).encode(), "is not the sum of the shards' counts"),
+        ("shards", json.dumps({**index, "shards": "all"}).encode(), "shards is not a list of {name, count} entries"),
+        ("meta", json.dumps({**index, "meta": {**index["meta"], "shape": "big"}}).encode(),
+         "metadata field shape is 'big'"),
+    ]:
+        index_path.write_bytes(content)
+        with pytest.raises(ValueError) as err:
+            read_index(tmp_path / "wds")
+        assert str(err.value).startswith(f"{index_path}: ") and words in str(err.value), (name, str(err.value))
+    index_path.write_text(json.dumps({**index, "count": index["count"] + 1}))
+    proc = run_cli("train.py", "--config", "configs/train/fashion-mnist.yaml", f"run_dir={tmp_path / 'run'}",
+                   "data.source=wds", f"data.path={tmp_path / 'wds'}", *LATENT_MODEL, check=False)
+    assert proc.returncode != 0 and proc.stderr.strip().splitlines()[-1].startswith(f"error: {index_path}: count")
+    assert "Traceback" not in proc.stderr
