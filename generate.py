@@ -3,7 +3,8 @@
 Examples:
   python generate.py --ckpt results/fmnist-maskdit --num-samples 100 --out grid.png
   python generate.py --ckpt results/fmnist-maskdit/checkpoints/000004000 --sampler ddim --steps 50 --out samples/
-  accelerate launch --multi_gpu generate.py --ckpt snap.pt --num-samples 50000 --cfg-scale 1.5 --out samples.npz
+  accelerate launch --multi_gpu generate.py --ckpt results/imagenet256/snapshots/ema-0204800.000.safetensors \
+      --num-samples 50000 --cfg-scale 1.5 --out samples.npz
 --ckpt takes a run directory (newest snapshot), a checkpoint directory or a snapshot file. Image i uses seed
 --seed-start + i and, unless --class is given, class (seed mod num_classes): outputs do not depend on the
 batch size or the number of processes. Writing to a folder skips images that already exist.

@@ -13,13 +13,17 @@ from dataio.shards import write_shards
 from utils.cli import run_command
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lmdb", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--shard-size", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     try:
         index = write_shards(args.lmdb, args.out, args.shard_size, args.seed)
     except (FileNotFoundError, ValueError) as err:

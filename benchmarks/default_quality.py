@@ -146,6 +146,11 @@ def sampler_tag(sampler: list[str]) -> str:
 def cmd_run(args: argparse.Namespace) -> None:
     import torch
 
+    if args.kimg is None:
+        from training.config import load_config
+
+        args.kimg = load_config(CONFIG).train.total_kimg  # the budget README command 1 trains
+
     torch.set_num_threads(os.cpu_count() or 1)  # scoring uses every core, whatever --threads trained with
     evaluate = None
     for seed in args.seeds:
@@ -300,7 +305,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     run = sub.add_parser("run", help="train and score a recipe at some seeds")
     run.add_argument("--recipe", default="default", choices=sorted(RECIPES))
     run.add_argument("--seeds", type=int, nargs="+", default=[0])
-    run.add_argument("--kimg", type=float, default=64.0, help="image budget (the default's total_kimg)")
+    run.add_argument("--kimg", type=float, help="image budget (default: the config's train.total_kimg)")
     run.add_argument("--num-samples", type=int, default=5000)
     run.add_argument("--sigma-rels", type=float, nargs="*", default=[], help="post-hoc EMA lengths to score too")
     run.add_argument("--sampler", nargs="*", default=[], help="evaluation overrides, e.g. sampling.num_steps=40")

@@ -50,10 +50,14 @@ def convert_checkpoint_dir(old_dir: Path) -> None:
     atomic_write_text(old_dir / ckpt.CHECKSUM_FILE, json.dumps(sums, indent=1) + "\n")
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="run dir, checkpoint dir, or snapshot .pt file")
-    path = Path(p.parse_args(argv).path)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    path = Path(parse_args(argv).path)
     if path.is_file():
         print(f"wrote {convert_snapshot(path)}")
         return
