@@ -277,3 +277,11 @@ def test_unexpected_errors_are_one_line_unless_debugging(monkeypatch, capsys):
     with pytest.raises(RuntimeError):
         run_command(broken_main, lambda: released.append(True))
     assert sys.argv == ["generate.py", "--ckpt", "x.safetensors"] and released == [True]
+
+    def unwritable_output():
+        from utils.atomic import UnwritableError
+        raise UnwritableError("cannot write grid.png in /out (Read-only file system); ...")
+
+    with pytest.raises(SystemExit) as err:  # a failed write is already one line naming it: not "unexpected"
+        run_command(unwritable_output)
+    assert str(err.value) == "error: cannot write grid.png in /out (Read-only file system); ..."

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from utils.atomic import DiskFullError, UnwritableError
+
 DEBUG_ENV = "MASKDIT_DEBUG"
 
 
@@ -21,6 +23,10 @@ def run_command(main, release=None) -> None:
     sys.argv = [arg for arg in sys.argv if arg != "--debug"]
     try:
         main()
+    except (DiskFullError, UnwritableError) as err:  # a write that failed, wherever: already one line naming it
+        if debug:
+            raise
+        sys.exit(f"error: {err}")
     except Exception as err:  # SystemExit and KeyboardInterrupt pass: they are not errors of the command
         if debug:
             raise
