@@ -23,7 +23,7 @@ from dataio.autoencoder import Decoder
 from evaluation.config import load_eval_config
 from evaluation.evaluate import ProcessSplit, build_feature_net, metrics_table, model_features, score, source_features
 from evaluation.metrics import load_reference, save_reference
-from models.snapshot import load_for_sampling
+from diffusion.network import load_for_sampling
 from utils.distributed import release_process_group
 from utils.cli import run_command
 from utils.layered_config import ConfigError

@@ -22,7 +22,7 @@ from accelerate.utils import gather_object
 from dataio.autoencoder import Decoder
 from dataio.image_io import grid_image, save_png_atomic, to_uint8
 from diffusion.generation import DEFAULT_STEPS, SAMPLERS, SamplingOptions, generate, labels_for_seeds
-from models.snapshot import load_for_sampling
+from diffusion.network import load_for_sampling
 from utils.atomic import atomic_savez
 from utils.cli import run_command
 from utils.distributed import release_process_group

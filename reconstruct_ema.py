@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from models.ema_profiles import MAX_SIGMA_REL
-from models.posthoc_ema import EMATarget, power_snapshots, reconstruct
+from training.posthoc_ema import EMATarget, power_snapshots, reconstruct
 from models.snapshot import SnapshotError
 from utils.atomic import atomic_write_text
 from utils.cli import run_command

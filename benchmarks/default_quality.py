@@ -116,8 +116,8 @@ def classic_ema(run_dir: Path, kimg: float) -> Path | None:
 def score_run(evaluate: "Evaluator", run_dir: Path, recipe: str, kimg: float, sigma_rels: list[float],
               num_samples: int, sampler: list[str]) -> list[dict]:
     """The classic EMA at `kimg` and the post-hoc EMA of each σ_rel (when the run has power snapshots)."""
-    from models.posthoc_ema import EMATarget, power_snapshots, reconstruct
-    from models.snapshot import load_for_sampling
+    from diffusion.network import load_for_sampling
+    from training.posthoc_ema import EMATarget, power_snapshots, reconstruct
 
     eval_overrides = [*RECIPES[recipe][1], *sampler]
     scores = [{"ema": "classic", **evaluate(*load_for_sampling(classic_ema(run_dir, kimg)), eval_overrides,

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from diffusion.loss import MaskDiTLoss  # noqa: E402
 from diffusion.step_draws import draw_step, step_generator  # noqa: E402
 from diffusion.strategies import build_strategy  # noqa: E402
-from models.build import build_network  # noqa: E402
+from diffusion.network import build_network  # noqa: E402
 from models.maskdit import Block  # noqa: E402
 from training.config import ModelConfig  # noqa: E402
 from training.objective import TrainingObjective  # noqa: E402

@@ -32,7 +32,7 @@ from diffusion.loss import MaskDiTLoss  # noqa: E402
 from diffusion.samplers import edm_sample, guided_denoiser  # noqa: E402
 from diffusion.step_draws import draw_step  # noqa: E402
 from diffusion.strategies import build_strategy  # noqa: E402
-from models.build import build_network  # noqa: E402
+from diffusion.network import build_network  # noqa: E402
 from training.config import Config, ModelConfig  # noqa: E402
 from training.fp8 import fp8_refusal  # noqa: E402
 from training.checkpoint import Progress  # noqa: E402

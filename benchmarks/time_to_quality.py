@@ -197,7 +197,7 @@ class Evaluator:
     def __call__(self, snapshot: Path, seed: int, overrides: list[str], grid: Path | None) -> dict:
         """Scores the classic EMA snapshot, or the protocol's post-hoc EMA at that snapshot's point."""
         from evaluation.evaluate import evaluate_network
-        from models.snapshot import load_for_sampling
+        from diffusion.network import load_for_sampling
 
         cfg = eval_config(self.proto, seed, overrides)
         net, meta = load_for_sampling(snapshot, self.device) if self.proto.ema == "classic" else \
@@ -207,7 +207,7 @@ class Evaluator:
 
 def posthoc_network(run_dir: Path, kimg: float, sigma_rel: float, device):
     """The post-hoc EMA of length σ_rel at `kimg`, reconstructed from the run's power snapshots up to there."""
-    from models.posthoc_ema import EMATarget, power_snapshots, reconstruct
+    from training.posthoc_ema import EMATarget, power_snapshots, reconstruct
 
     snaps = power_snapshots(run_dir)
     return reconstruct(snaps, EMATarget(sigma_rel=sigma_rel), round(kimg * 1000 / snaps[0].batch_size)).network(device)
@@ -309,7 +309,7 @@ def throughput_command(args) -> None:
 
 def report_command(args) -> None:
     root = REPO / args.results / protocol_from(args).tag()
-    print(write_report(root, REPO / args.readme if args.readme else None))
+    print(write_report(root, [REPO / path for path in args.readme]))
 
 
 # ----------------------------------------------------------------------------
@@ -371,7 +371,8 @@ def parse_args(argv=None):
     p.add_argument("--extend-from", default=None, metavar="PROTOCOL_TAG",
                    help="run: start each new run from the same row and seed of this shorter protocol (its checkpoint "
                         "and the snapshots on this grid), training only the extra images")
-    p.add_argument("--readme", default=None, help="report: also replace the table section of this README")
+    p.add_argument("--readme", nargs="*", default=[], help="report: also replace the full-table / short-table "
+                   "sections of these files (docs/benchmarks/ttq/README.md, README.md)")
     p.add_argument("overrides", nargs="*", help="train config overrides for every row (key=value)")
     args = p.parse_intermixed_args(argv)  # key=value overrides may follow any option
     if args.points < 2 or args.kimg <= 0:

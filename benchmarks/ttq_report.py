@@ -19,9 +19,20 @@ from ttq_endpoints import (
     reach_minutes,
     speedup_to_baseline_final,
 )
-from ttq_rows import ADAPTIVE_ROWS, CLAIM_PAIRS, FIXED_MASKDIT_ROWS, PAPER_SPEEDUPS, REFERENCE_ROW, ROWS
+from ttq_rows import (
+    ADAPTIVE_ROWS,
+    CLAIM_PAIRS,
+    FIXED_MASKDIT_ROWS,
+    PAPER_SPEEDUPS,
+    PLOT_FAMILIES,
+    REFERENCE_ROW,
+    ROWS,
+    SUMMARY_ROWS,
+)
 
+# the full table (docs/benchmarks/ttq/README.md) and the short one (the README's results at a glance)
 README_BEGIN, README_END = "<!-- ttq-table:begin -->", "<!-- ttq-table:end -->"
+SHORT_BEGIN, SHORT_END = "<!-- ttq-summary:begin -->", "<!-- ttq-summary:end -->"
 
 
 def load_runs(root: Path) -> dict[str, dict[int, dict]]:
@@ -160,6 +171,37 @@ def markdown(summary: dict, proto_tag: str) -> str:
     return "\n".join(lines + speedup_lines(summary) + budget_lines(summary)) + "\n"
 
 
+def short_markdown(summary: dict, proto_tag: str) -> str:
+    """The README's table: the rows that carry the claims (ttq_rows.SUMMARY_ROWS), their paired difference to the
+    reference and the papers' speed-up factor where a paper claims one."""
+    ref = ROWS[REFERENCE_ROW].label
+    lines = [f"Protocol `{proto_tag}` (2-core CPU, Fashion-MNIST, paired seeds). Δ: paired difference in mean ln "
+             f"FD_fmnist over the shared wall-clock window against {ref} (negative = better; mean [95 % bootstrap]; "
+             "bold when ≥ 8 seeds and both intervals exclude zero). Speed-up: images the baseline needs to reach its "
+             "own final FD over images the row needs (median over seeds), against the paper's claim. Every row and "
+             "comparison: [docs/benchmarks/ttq/](docs/benchmarks/ttq/README.md).", "",
+             f"| row | seeds | img/s (ratio) | final FD | Δ vs {ref} | speed-up (paper) |", "|---|---|---|---|---|---|"]
+    for name in (n for n in SUMMARY_ROWS if n in summary["rows"]):
+        r = summary["rows"][name]
+        comp = summary["comparisons"].get(f"{name} vs {REFERENCE_ROW}", {})
+        c = comp.get("ln_fd_area_minutes") or comp.get("ln_fd_area_kimg")
+        delta = "reference" if name == REFERENCE_ROW else "—" if c is None else \
+            (f"**{c['mean']:+.3f}**" if resolved(c) else f"{c['mean']:+.3f}") + \
+            (f" [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" if np.isfinite(c["ci95"][0]) else "")
+        lines.append(f"| {r['label']} | {len(r['seeds'])} | {speed_cell(r)} | {np.mean(r['final_fd']):.1f} | "
+                     f"{delta} | {speedup_cell(summary, name)} |")
+    return "\n".join(lines) + "\n"
+
+
+def speedup_cell(summary: dict, name: str) -> str:
+    for key, s in summary["paper_speedups"].items():
+        a, b = key.split(" vs ")
+        if a == name:
+            median = f"{s['median_speedup']:.2f}×" if s["median_speedup"] else "not reached"
+            return f"{median} vs {ROWS[b].label} ({s['claimed']:g}×)"
+    return "—"
+
+
 def speedup_lines(summary: dict) -> list[str]:
     """The papers' own speed-up definition, per claim (ttq_endpoints.speedup_to_baseline_final)."""
     if not summary["paper_speedups"]:
@@ -214,48 +256,69 @@ def cap(seeds: int, most: int = MOST_SEEDS) -> str:
     return f">{most - 1}" if seeds >= most else str(seeds)
 
 
+# Okabe & Ito's colour-blind-safe palette
+PALETTE = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#D55E00", "#CC79A7", "#0072B2", "#F0E442"]
+
+
 def plot(summary: dict, path: Path) -> None:
+    """Small multiples: one column per row family (ttq_rows.PLOT_FAMILIES, ≤ 6 lines each), FD_fmnist (log scale)
+    against training minutes (top, from the measured img/s) and against training images (bottom); each line is
+    the geometric mean over seeds with a 95 % band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
-    for r in summary["rows"].values():
-        kimg, fds = np.array(r["curve_kimg"]), np.log(np.array(r["curve_fd"]))  # (K,), (S, K)
-        mean = fds.mean(0)
-        half = 1.96 * fds.std(0, ddof=1) / np.sqrt(len(fds)) if len(fds) > 1 else np.zeros_like(mean)
-        # (axis, x values): wall-clock on the left (only with a measured img/s), images in the middle
-        panels = ([(axes[0], kimg * 1000 / r["img_per_s"] / 60)] if r["img_per_s"] else []) + [(axes[1], kimg)]
-        for ax, xs in panels:
-            ax.plot(xs, np.exp(mean), marker="o", ms=3, label=f"{r['label']} (n={len(fds)})")
-            ax.fill_between(xs, np.exp(mean - half), np.exp(mean + half), alpha=0.15)
-    axes[0].set_xlabel("training wall-clock (min, from measured img/s)")
-    axes[1].set_xlabel("training images (kimg)")
-    for ax in axes[:2]:
-        ax.set_ylabel("FD_fmnist (lower is better)")
+    families = {title: [n for n in names if n in summary["rows"]] for title, names in PLOT_FAMILIES.items()}
+    families = {title: names for title, names in families.items() if len(names) > 1}  # a comparison needs two
+    if not families:
+        families = {"all rows": list(summary["rows"])[:len(PALETTE)]}
+    timed = any(summary["rows"][n]["img_per_s"] for names in families.values() for n in names)
+    fig, axes = plt.subplots(1 + timed, len(families), figsize=(5.2 * len(families), 3.7 * (1 + timed)),
+                             squeeze=False, sharey=True)
+    for col, (title, names) in enumerate(families.items()):
+        for color, name in zip(PALETTE, names):
+            plot_row(axes[:, col], summary["rows"][name], color)
+        axes[0, col].set_title(title, fontsize=10)
+        axes[-1, col].legend(fontsize=7, loc="upper right")
+    for ax in axes.flat:
         ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=6)
-    names = [k for k in summary["comparisons"] if k.endswith(f"vs {REFERENCE_ROW}")]
-    for i, key in enumerate(names):
-        comp = summary["comparisons"][key]
-        c = comp.get("ln_fd_area_minutes") or comp.get("ln_fd_area_kimg")
-        axes[2].scatter(c["diffs"], [i] * len(c["diffs"]), s=12, color="gray")
-        if np.isfinite(c["ci95"][0]):
-            axes[2].plot(c["ci95"], [i, i], color="C0", lw=3)
-        axes[2].plot([c["mean"]], [i], "kd")
-    axes[2].axvline(0, color="k", lw=0.8)
-    axes[2].set_yticks(range(len(names)), [ROWS[k.split(" vs ")[0]].label for k in names], fontsize=6)
-    axes[2].set_xlabel(f"Δ mean ln FD vs {ROWS[REFERENCE_ROW].label} (per seed, 95 % CI)")
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(plot_number))
+        ax.yaxis.set_minor_formatter(ticker.FuncFormatter(plot_number))
+        ax.grid(alpha=0.3, which="both")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("FD_fmnist (log scale, lower is better)")
+    for ax in axes[0] if timed else []:
+        ax.set_xlabel("training wall-clock (minutes, 2-core CPU)")
+    for ax in axes[-1]:
+        ax.set_xlabel("training images (kimg)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def write_report(root: Path, readme: Path | None = None) -> str:
-    """Rebuild table.md, summary.json and quality.png under a protocol's results folder `root` (and the table
-    section of `readme`) from the committed run and throughput files alone. -> the table."""
+def plot_number(value: float, _position) -> str:
+    return f"{value:.0f}"
+
+
+def plot_row(axes, r: dict, color: str) -> None:
+    """One row's mean ln FD curve with its 95 % band (normal interval over seeds): against minutes in the top
+    panel (when the figure has one and the row a measured img/s), against images in the bottom one."""
+    kimg, fds = np.array(r["curve_kimg"]), np.log(np.array(r["curve_fd"]))  # (K,), (S, K)
+    mean = fds.mean(0)
+    half = 1.96 * fds.std(0, ddof=1) / np.sqrt(len(fds)) if len(fds) > 1 else np.zeros_like(mean)
+    timed = len(axes) > 1 and r["img_per_s"]
+    panels = ([(axes[0], kimg * 1000 / r["img_per_s"] / 60)] if timed else []) + [(axes[-1], kimg)]
+    for ax, xs in panels:
+        ax.plot(xs, np.exp(mean), marker="o", ms=3, color=color, label=f"{r['label']} (n={len(fds)})")
+        ax.fill_between(xs, np.exp(mean - half), np.exp(mean + half), color=color, alpha=0.15)
+
+
+def write_report(root: Path, readmes: list[Path] = ()) -> str:
+    """Rebuild table.md, summary.json and quality.png under a protocol's results folder `root`, and in each of
+    `readmes` the sections between the full-table and the short-table markers it holds, from the committed run
+    and throughput files alone. -> the table."""
     summary = build_summary(root)
     if not summary["rows"]:
         sys.exit(f"error: no finished runs under {root / 'runs'}")
@@ -263,10 +326,20 @@ def write_report(root: Path, readme: Path | None = None) -> str:
     (root / "table.md").write_text(table)
     (root / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     plot(summary, root / "quality.png")
-    if readme is not None:
-        text = readme.read_text()
-        pattern = re.compile(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), re.DOTALL)
-        if not pattern.search(text):
-            sys.exit(f"error: {readme} has no {README_BEGIN} ... {README_END} section to replace")
-        readme.write_text(pattern.sub(lambda _: f"{README_BEGIN}\n{table}{README_END}", text))
+    sections = {(README_BEGIN, README_END): table, (SHORT_BEGIN, SHORT_END): short_markdown(summary, root.name)}
+    for readme in readmes:
+        replace_sections(readme, sections)
     return table
+
+
+def replace_sections(path: Path, sections: dict[tuple[str, str], str]) -> None:
+    """Replace the text between each pair of markers that `path` holds (at least one pair must be there)."""
+    text, found = path.read_text(), 0
+    for (begin, end), body in sections.items():
+        pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
+        if pattern.search(text):
+            found += 1
+            text = pattern.sub(lambda _: f"{begin}\n{body}{end}", text)
+    if not found:
+        sys.exit(f"error: {path} has no {README_BEGIN} or {SHORT_BEGIN} section to replace")
+    path.write_text(text)

@@ -80,6 +80,15 @@ CLAIM_PAIRS = (("dit_speed", "dit_ddpm"), ("dit_min_snr", "dit_ddpm"), ("dit_tre
                ("maskdit_tread", "maskdit_edm"), ("maskdit_bf16_residual", "maskdit_bf16"),
                ("unet_ddpm", "unet_ddpm_noclip"), ("maskdit_min_snr_uniform", "maskdit_min_snr"),
                ("dit_min_snr", "maskdit_min_snr_uniform"), ("dit_min_snr", "maskdit_min_snr"))
+# the rows of the README's short table: the reference, the claims that resolved, and the papers' own claims
+SUMMARY_ROWS = ("maskdit_edm", "maskdit_min_snr", "maskdit_min_snr_importance", "dit_edm", "dit_min_snr", "dit_tread")
+# the plot's panels (small multiples, ≤ 6 lines each): one family of rows per column
+PLOT_FAMILIES = {
+    "MaskDiT: noise-level strategies": ("maskdit_edm", "maskdit_speed", "maskdit_min_snr", "maskdit_min_snr_uniform",
+                                        "maskdit_min_snr_importance", "maskdit_min_snr_excess"),
+    "DiT: the papers' own claims": ("dit_edm", "dit_ddpm", "dit_speed", "dit_min_snr"),
+    "Token routing (TREAD) and masking": ("maskdit_edm", "maskdit_tread", "dit_edm", "dit_tread"),
+}
 # the speed-ups the papers claim, in training iterations to the baseline's FID (REFERENCE.md §2, §5): SpeeD ~3×
 # and Min-SNR-γ 3.4× over uniform-t DDPM, TREAD 14× over DiT (at 400K iterations)
 PAPER_SPEEDUPS = {("dit_speed", "dit_ddpm"): 3.0, ("dit_min_snr", "dit_ddpm"): 3.4, ("dit_tread", "dit_edm"): 14.0}

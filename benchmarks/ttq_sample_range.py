@@ -61,7 +61,7 @@ def sample_snapshot(path, proto: Protocol, seed: int, overrides: list[str]) -> t
     """The evaluation's samples of one snapshot, before the final clamp. -> (n, C, H, W)."""
     from dataio.autoencoder import Decoder
     from diffusion.generation import generate, labels_for_seeds
-    from models.snapshot import load_for_sampling
+    from diffusion.network import load_for_sampling
 
     cfg, device = eval_config(proto, seed, overrides), torch.device("cpu")
     net, meta = load_for_sampling(path, device)

@@ -122,7 +122,7 @@ def evaluate_snapshot(path, cfg: EvalConfig, feature_net, ref: dict, ref_pool: t
                       grid_path: Path | None = None) -> dict:
     """Metrics of one snapshot in this process, through the same driver as eval_latent.py (the benchmark keeps
     the reference's precision/recall features, `ref_pool`, across snapshots)."""
-    from models.snapshot import load_for_sampling
+    from diffusion.network import load_for_sampling
 
     return evaluate_network(*load_for_sampling(path, device), cfg, feature_net, ref, ref_pool, device, grid_path)
 

@@ -1,4 +1,5 @@
-"""Build the preconditioned network from a model config (any object/dict with ModelConfig's fields)."""
+"""Build the backbone from a model config (any object/dict with ModelConfig's fields), count its parameters and
+load weights into it; the preconditioned network around it is diffusion/network.py's `build_network`."""
 
 from dataclasses import asdict, fields, is_dataclass
 
@@ -6,11 +7,9 @@ import torch
 
 from models.maskdit import ARCHS, BackboneSpec, MaskDiT
 from models.routing import RouteSpec
-from models.precond import EDMPrecond, VPPrecond
 from models.unet import DDPMUNet, UNetSpec
 
 UNET_ARCH = "ddpm_unet"  # the DDPM CIFAR-10 U-Net baseline (models/unet.py)
-PRECONDS = ("edm", "vp")
 
 
 def backbone_spec(model_cfg) -> BackboneSpec:
@@ -33,16 +32,6 @@ def build_backbone(cfg: dict) -> torch.nn.Module:
         return DDPMUNet(UNetSpec(cfg["resolution"], cfg["in_channels"], cfg["num_classes"],
                                  cfg.get("unet_channels", 128), cfg.get("unet_dropout", 0.1)))
     return MaskDiT(backbone_spec(cfg))
-
-
-def build_network(model_cfg) -> EDMPrecond:
-    """Backbone by model.arch, wrapped in the preconditioning of model.precond (edm, or vp = ε-prediction)."""
-    cfg = asdict(model_cfg) if is_dataclass(model_cfg) else dict(model_cfg)
-    precond = cfg.get("precond", "edm")  # snapshots written before the key existed are EDM
-    if precond not in PRECONDS:
-        raise ValueError(f"model.precond: unknown {precond!r}; choose from {list(PRECONDS)}")
-    backbone = build_backbone(cfg)
-    return VPPrecond(backbone) if precond == "vp" else EDMPrecond(backbone, sigma_data=cfg["sigma_data"])
 
 
 def count_parameters(net: torch.nn.Module, include_fixed_pos_embed: bool = True) -> int:

@@ -1,7 +1,7 @@
 """MaskDiT backbone (Zheng et al., TMLR 2024): DiT adaLN-Zero encoder on visible tokens + light decoder.
 
 With `use_decoder=False` it is the DiT baseline (Peebles & Xie 2023). The backbone knows nothing about
-noise: it maps (x_in, c_noise, labels, mask) to F; EDM scalings live in `models/precond.py`.
+noise: it maps (x_in, c_noise, labels, mask) to F; EDM scalings live in `diffusion/precond.py`.
 """
 
 from dataclasses import dataclass, field

@@ -3,7 +3,7 @@
 A snapshot is one safetensors file: the EMA weights as tensors, and one JSON metadata record under the key
 "maskdit" = {"format", "model" (ModelConfig fields), "data" (source, autoencoder id, latent scaling — whatever
 decoding needs), "config" (the resolved run config), "kimg", "train_minutes"}. Nothing in it is executable:
-a snapshot handed to generate.py or eval_latent.py cannot run code. `load_for_sampling` accepts a snapshot
+a snapshot handed to generate.py or eval_latent.py cannot run code. `resolve_snapshot_path` accepts a snapshot
 file, a checkpoint directory (its ema.safetensors) or a run directory; a pickled `.pt` file is refused with
 one line (scripts/convert_checkpoint.py converts this suite's old pickled checkpoints, explicitly).
 """
@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from models.build import build_network, load_matching
 
 SNAPSHOT_FORMAT = 2  # 1 was a pickled torch file
 SUFFIX = ".safetensors"
@@ -92,12 +91,3 @@ def resolve_snapshot_path(path: str | Path) -> Path:
     if snaps:
         return snaps[-1]
     raise FileNotFoundError(f"{path}: no snapshot file, checkpoint directory or run directory with snapshots")
-
-
-def load_for_sampling(path: str | Path, device="cpu") -> tuple[torch.nn.Module, dict]:
-    """-> (EMA network in eval mode, snapshot metadata)."""
-    file = resolve_snapshot_path(path)
-    state, meta = read_snapshot(file)
-    net = build_network(meta["model"])
-    load_matching(net, state, str(file))
-    return net.eval().requires_grad_(False).to(device), meta

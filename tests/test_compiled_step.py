@@ -10,7 +10,7 @@ import torch
 from diffusion.loss import MaskDiTLoss
 from diffusion.step_draws import draw_step, step_generator
 from diffusion.strategies import build_strategy
-from models.build import build_network
+from diffusion.network import build_network
 from training.config import ModelConfig
 from training.objective import TrainingObjective
 

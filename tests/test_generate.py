@@ -7,7 +7,7 @@ from PIL import Image
 
 from diffusion.generation import SamplingOptions, sample_batch
 from diffusion.samplers import SeededRandn, ddim_sample, ddpm_sample, edm_sample
-from models.snapshot import load_for_sampling
+from diffusion.network import load_for_sampling
 
 from conftest import run_cli
 

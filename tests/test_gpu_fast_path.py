@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from conftest import REPO
-from models.build import build_network
+from diffusion.network import build_network
 from training.config import ConfigError, ModelConfig, load_config
 from training.fp8 import fp8_refusal, is_fp8_layer
 

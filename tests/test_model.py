@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from models.build import backbone_spec, build_network, count_parameters
+from diffusion.network import build_network
+from models.build import backbone_spec, count_parameters
 from models.masking import random_mask
 from training.config import ModelConfig
 

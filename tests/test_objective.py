@@ -9,7 +9,7 @@ from diffusion.step_draws import Draws, draw_step, micro_batch_offset
 from diffusion.strategies import build_strategy
 from diffusion.strategies.base import NoiseLevelStrategy
 from models.masking import TokenMask, random_mask
-from models.precond import EDMPrecond
+from diffusion.precond import EDMPrecond
 
 
 class FixedStrategy(NoiseLevelStrategy):

@@ -13,7 +13,7 @@ import torch
 
 from conftest import REPO, TINY_OVERRIDES, run_cli, train_tiny
 from models import ema_profiles as P
-from models.posthoc_ema import EMATarget, PowerSnapshot, power_snapshots, reconstruct
+from training.posthoc_ema import EMATarget, PowerSnapshot, power_snapshots, reconstruct
 from models.snapshot import read_snapshot
 from training.ema import EMA, PowerEMAs
 

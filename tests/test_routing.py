@@ -6,7 +6,7 @@ import torch
 from diffusion.loss import MaskDiTLoss
 from diffusion.step_draws import draw_step
 from diffusion.strategies import build_strategy
-from models.build import build_network
+from diffusion.network import build_network
 from models.masking import random_mask
 from models.routing import RouteSpec
 from training.config import ModelConfig

@@ -283,7 +283,7 @@ def test_proposal_weights_keep_the_full_maskdit_objective(name, min_snr_gamma):
     ratio multiplies the MAE term too. Checked by exact summation over σ bins with the real loss on a tiny model."""
     from diffusion.loss import MaskDiTLoss
     from diffusion.step_draws import Draws
-    from models.build import build_network
+    from diffusion.network import build_network
     from training.config import ModelConfig
 
     s = build_adaptive(name, {"min_count": 1, "min_snr_gamma": min_snr_gamma})

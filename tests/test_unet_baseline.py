@@ -7,7 +7,7 @@ from diffusion.loss import MaskDiTLoss
 from diffusion.step_draws import Draws
 from diffusion.strategies import build_strategy
 from diffusion.ddpm_schedule import DDPMSchedule
-from models.build import build_network
+from diffusion.network import build_network
 from training.config import ConfigError, load_config
 
 UNET = dict(arch="ddpm_unet", precond="vp", resolution=16, in_channels=1, num_classes=3, unet_channels=16,

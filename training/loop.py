@@ -25,7 +25,8 @@ from diffusion.generation import generate, labels_for_seeds
 from diffusion.step_draws import draw_step, micro_batch_offset, step_generator
 from diffusion.strategies import build_strategy
 from diffusion.telemetry import SigmaTelemetry
-from models.build import build_network, count_parameters
+from diffusion.network import build_network
+from models.build import count_parameters
 from models.ema_profiles import classic_beta
 from training import checkpoint as ckpt
 from training.checkpoint import Progress, TrainedParts

@@ -19,7 +19,7 @@ from diffusion.step_draws import Draws
 class TrainingObjective(nn.Module):
     def __init__(self, net: nn.Module, loss: MaskDiTLoss, strategy):
         super().__init__()
-        self.net = net  # the preconditioned network (models/precond.py); the only parameters
+        self.net = net  # the preconditioned network (diffusion/precond.py); the only parameters
         self.loss = loss
         self.strategy = strategy  # tensors on the device (NoiseLevelStrategy.to), read inside the graph
 

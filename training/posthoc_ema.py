@@ -79,7 +79,8 @@ class Reconstruction:
 
     def network(self, device="cpu") -> tuple[torch.nn.Module, dict]:
         """-> (the reconstructed EMA network in eval mode, its metadata): what load_for_sampling returns."""
-        from models.build import build_network, load_matching
+        from diffusion.network import build_network
+        from models.build import load_matching
 
         weights, meta = self.weights()
         net = build_network(meta["model"])
