@@ -220,7 +220,7 @@ def eval_config(proto: Protocol, seed: int, overrides: list[str]):
 
     return load_eval_config(proto.eval_config, [
         f"num_samples={proto.num_samples}", f"sampling.num_steps={proto.num_steps}", "sampling.sampler=edm",
-        f"seed_start={seed * 1_000_000}", *overrides])
+        "sampling.s_churn=0", f"seed_start={seed * 1_000_000}", *overrides])  # deterministic Heun, whatever the config
 
 
 def evaluate_run(run_dir: Path, name: str, seed: int, evaluator: Evaluator, proto: Protocol) -> dict:

@@ -22,7 +22,7 @@ class SamplingOptions:
     cfg_scale: float = 1.0  # classifier-free guidance; 1 = unguided
     guidance_sigma_lo: float | None = None  # guide only for σ in [lo, hi] when both are set
     guidance_sigma_hi: float | None = None
-    s_churn: float = 0.0  # EDM stochasticity (edm / euler): EDM Algorithm 2's S_churn
+    s_churn: float = 0.0  # EDM stochasticity: EDM Algorithm 2's S_churn (edm / euler; ddim and ddpm ignore it)
     s_tmin: float = 0.0  # churn only for σ in [s_tmin, s_tmax] (EDM's S_tmin / S_tmax; null = no upper bound)
     s_tmax: float | None = None
     s_noise: float = 1.0  # EDM's S_noise: the std of the churn's added noise, relative to the exact 1
@@ -44,8 +44,6 @@ class SamplingOptions:
             return "guidance_sigma_lo and guidance_sigma_hi go together"
         if self.s_churn < 0 or self.s_noise <= 0:
             return f"s_churn must be ≥ 0 and s_noise > 0 (got {self.s_churn}, {self.s_noise})"
-        if self.s_churn > 0 and self.sampler not in ("edm", "euler"):
-            return f"s_churn: only the edm and euler samplers churn (sampler is {self.sampler})"
         if self.s_tmax is not None and self.s_tmin > self.s_tmax:
             return f"s_tmin ({self.s_tmin}) is above s_tmax ({self.s_tmax})"
         if self.clip_denoised and self.sampler not in ("ddim", "ddpm"):
