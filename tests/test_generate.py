@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from diffusion.generation import SamplingOptions, sample_batch
@@ -83,8 +84,9 @@ def test_the_runs_sample_grid_is_generate_py_output(full_run, tmp_path):
     and sampler reproduces it exactly from the same EMA weights."""
     checkpoint = sorted((full_run / "checkpoints").iterdir())[-1]
     run_grid = sorted((full_run / "samples").glob("grid-*.png"))[-1]
-    run_cli("generate.py", "--ckpt", str(checkpoint), "--num-samples", "10", "--steps", "3", "--out",
-            str(tmp_path / "grid.png"))
+    grid = OmegaConf.load(full_run / "config.yaml").grid.sampling  # the run's grid sampler, as resolved
+    run_cli("generate.py", "--ckpt", str(checkpoint), "--num-samples", "10", "--steps", str(grid.num_steps),
+            "--s-churn", str(grid.s_churn), "--out", str(tmp_path / "grid.png"))
     assert np.array_equal(np.array(Image.open(run_grid)), np.array(Image.open(tmp_path / "grid.png")))
 
 
