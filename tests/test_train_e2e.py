@@ -58,7 +58,8 @@ def test_stop_after_minutes_and_training_clock_snapshots(tmp_path, tiny_fmnist):
     train_tiny(run_dir, tiny_fmnist, "--stop-after-min", "0.05", *clock)
     state, ema = load_state(newest_checkpoint(run_dir))
     assert len(list((run_dir / "checkpoints").iterdir())) == 1
-    assert 2.5 <= state["train_seconds"] <= 3.5 and ema["train_minutes"] == state["train_seconds"] / 60
+    # it stops at the first step past 3 s: up to one step late, and a tiny step takes up to ~1 s on a loaded CPU
+    assert 2.5 <= state["train_seconds"] <= 4.5 and ema["train_minutes"] == state["train_seconds"] / 60
     first = snapshot_minutes(run_dir)
     assert len(first) == 2 and 0.02 <= first[0] < 0.03 and 0.04 <= first[1] < 0.05
 
