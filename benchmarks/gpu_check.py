@@ -30,6 +30,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from training.compile_scope import named_error_line  # noqa: E402
 from training.fp8 import fp8_refusal  # noqa: E402
 
 MASKDIT = ["--arch", "XL", "--batch", "256", "--mask-ratio", "0.5"]
@@ -108,8 +109,7 @@ def keep_stderr(out: Path, name: str, stderr) -> str:
 def error_line(stderr: str) -> str:
     """The last line naming an error (torch.compile ends its traceback with a hint, not the error), else the last."""
     lines = stderr.strip().splitlines() or ["no output"]
-    named = [line for line in lines if re.match(r"^[\w.]*(Error|Exception)\b", line.strip())]
-    return (named or lines)[-1].strip()
+    return (named_error_line(stderr) or lines[-1]).strip()
 
 
 def environment(peak_tflops: float) -> dict:

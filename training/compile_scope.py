@@ -75,13 +75,17 @@ def is_compile_failure(err: BaseException) -> bool:
     return False
 
 
+def named_error_line(text: str) -> str | None:
+    """The last line of an error text that starts with an exception name; compile errors carry several lines and
+    end with a hint ("Set TORCHDYNAMO_VERBOSE=1 ..."), not the error. None when no line does."""
+    named = [line.strip() for line in text.splitlines() if re.match(r"^[\w.]*(Error|Exception)\b", line.strip())]
+    return named[-1] if named else None
+
+
 def error_line(err: BaseException) -> str:
-    """The line of an exception that names the error: compile errors carry several lines and end with a hint
-    (\"Set TORCHDYNAMO_VERBOSE=1 ...\"), so the last line mentioning an error, else the first line."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
-    named = [line for line in lines if "error" in line.lower() and not line.startswith("Set TORCH")]
-    line = (named or lines)[-1]
-    return (line if re.match(r"^[\w.]*(Error|Exception)\b", line) else f"{type(err).__name__}: {line}")[:300]
+    """One line for an exception: its named error line, else its first line after the exception's type."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or ["(no message)"]
+    return (named_error_line(str(err)) or f"{type(err).__name__}: {lines[0]}")[:300]
 
 
 class CompileError(RuntimeError):

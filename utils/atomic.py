@@ -23,25 +23,28 @@ def write_failure(err: OSError, directory: Path, what: str) -> OSError:
     """The one-line error for a failed write of `what` into `directory`: DiskFullError for want of space, else
     UnwritableError (naming a file that stands where a folder belongs)."""
     directory = Path(directory)
-    existing = next(p for p in [directory, *directory.parents] if p.exists())
-    if out_of_space(err, existing if existing.is_dir() else existing.parent):
+    if (reason := unwritable_reason(err, directory)) is None:
         return DiskFullError(f"no space left on {directory} while writing {what}; the previous files are intact: "
                              "free some space and re-run to continue")
-    return UnwritableError(f"cannot write {what} in {directory} ({failure_reason(err, existing)}); the previous "
-                           "files are intact: make it writable (or choose another path) and re-run to continue")
-
-
-def failure_reason(err: OSError, existing: Path) -> str:
-    return f"{existing} is a file, not a folder" if existing.is_file() else err.strerror or type(err).__name__
+    return UnwritableError(f"cannot write {what} in {directory} ({reason}); the previous files are intact: make it "
+                           "writable (or choose another path) and re-run to continue")
 
 
 def start_failure(err: OSError, folder: Path) -> OSError:
     """The one-line error for a folder a run cannot write at start, naming the folder (and a file in its way)."""
-    existing = next(p for p in [folder, *folder.parents] if p.exists())
-    if out_of_space(err, existing if existing.is_dir() else existing.parent):
+    if (reason := unwritable_reason(err, folder)) is None:
         return DiskFullError(f"no space left on {folder}: free some space (or choose another path) and re-run")
-    return UnwritableError(f"cannot write in {folder} ({failure_reason(err, existing)}): make it writable (or choose "
-                           "another path) and re-run")
+    return UnwritableError(f"cannot write in {folder} ({reason}): make it writable (or choose another path) and "
+                           "re-run")
+
+
+def unwritable_reason(err: OSError, directory: Path) -> str | None:
+    """Why `directory` could not be written, judged from its nearest existing ancestor: None when for want of
+    space, else a file standing where a folder belongs, else the OS's reason."""
+    existing = next(p for p in [directory, *directory.parents] if p.exists())
+    if out_of_space(err, existing if existing.is_dir() else existing.parent):
+        return None
+    return f"{existing} is a file, not a folder" if existing.is_file() else err.strerror or type(err).__name__
 
 
 def check_writable(folders: list[Path], probe_bytes: int = 4096) -> None:
