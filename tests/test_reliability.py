@@ -135,11 +135,12 @@ def test_kill_leftovers_are_cleaned_and_stats_are_not_duplicated(tmp_path, tiny_
     run_dir = tmp_path / "leftovers"
     train_tiny(run_dir, tiny_fmnist, "--stop-after-kimg", "0.064")
     (run_dir / "snapshots" / ".ema-0000000.096.tmp123.safetensors").write_bytes(b"partial")
+    (run_dir / "snapshots" / ".tmpQ7xk2B").write_bytes(b"partial")  # safetensors' own temp file, killed mid-write
     (run_dir / "checkpoints" / ".tmp-000000006").mkdir()
     with open(run_dir / "stats.jsonl", "a") as f:  # rows logged after the checkpoint, then killed
         f.write(json.dumps({"kimg": 0.096, "step": 6, "loss": 1.0}) + "\n")
     train_tiny(run_dir, tiny_fmnist)
-    assert not list((run_dir / "snapshots").glob(".ema-*")) and not list((run_dir / "checkpoints").glob(".tmp-*"))
+    assert not list((run_dir / "snapshots").glob(".*")) and not list((run_dir / "checkpoints").glob(".tmp-*"))
     steps = [json.loads(line)["step"] for line in (run_dir / "stats.jsonl").read_text().splitlines()]
     assert steps == [2, 4, 6, 8]
 

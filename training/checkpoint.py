@@ -22,6 +22,7 @@ import json
 import os
 import pickle
 import random
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -270,13 +271,20 @@ def load_newest_healthy(run_dir: Path, warn=print) -> Loaded | None:
     return None
 
 
+# safetensors >= 0.5 writes through its own temp file beside the target (Rust's tempfile crate: ".tmp" and six
+# letters or digits) before renaming it to our temp name: a kill at that moment leaves one of these.
+SAFETENSORS_TEMP = re.compile(r"\.tmp[A-Za-z0-9]{6}")
+
+
 def remove_stale_temp_files(run_dir: Path) -> None:
-    """Leftovers of a process killed while writing: temp checkpoint dirs and temp snapshot files."""
+    """Leftovers of a process killed while writing: temp checkpoint dirs and temp snapshot files (ours and
+    safetensors' own) in the run's snapshot folders."""
     run_dir = Path(run_dir)
     for tmp in (run_dir / "checkpoints").glob(TEMP_PREFIX + "*"):
         shutil.rmtree(tmp, ignore_errors=True)
-    for tmp in [*(run_dir / "snapshots").glob(".ema-*.tmp*"), *(run_dir / "posthoc").glob(".phema-*.tmp*")]:
-        tmp.unlink(missing_ok=True)
+    for folder, ours in ((run_dir / "snapshots", ".ema-*.tmp*"), (run_dir / "posthoc", ".phema-*.tmp*")):
+        for tmp in [*folder.glob(ours), *(p for p in folder.glob(".tmp*") if SAFETENSORS_TEMP.fullmatch(p.name))]:
+            tmp.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------
