@@ -3,20 +3,17 @@
 Builds a synthetic store of ImageNet-256-shaped records (2 copies × 8 × 32 × 32 float16 moments) unless
 --lmdb names a real one, converts it to shards, then times the training readers (batches of --batch).
 
-  python benchmarks/readers.py --num-records 20000 --workers 0 1 2 4 8 --out results/bench-readers
+  python -m benchmarks.readers --num-records 20000 --workers 0 1 2 4 8 --out results/bench-readers
 """
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from dataio.latent_batches import LatentRecordsByFlip, StreamBatchSampler, loader_kwargs
 from dataio.latent_store import LatentLMDB, LatentWriter, release_read_envs
@@ -50,7 +47,8 @@ def time_loader(loader, batches: int) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.readers", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lmdb", help="a real store to read (default: a synthetic one in a temp dir)")
     p.add_argument("--num-records", type=int, default=20_000)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2, 4, 8])

@@ -6,8 +6,8 @@ generate samples scored with the offline Fashion-MNIST classifier features (FD_f
 class accuracy of conditional samples, higher is better). Each row also reports the measured training
 img/s, so equal-image budgets can be read as wall-clock.
 
-  python benchmarks/strategies.py --kimg 20 --num-samples 500 --out results/bench-strategies
-  python benchmarks/strategies.py --minutes 4 --strategies edm speed min_snr adaptive_weight --seeds 0 1
+  python -m benchmarks.strategies --kimg 20 --num-samples 500 --out results/bench-strategies
+  python -m benchmarks.strategies --minutes 4 --strategies edm speed min_snr adaptive_weight --seeds 0 1
 
 Writes <out>/table.md and <out>/results.json; each run's directory keeps its telemetry plots.
 """
@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks import REPO
 
 # Strategy name -> config overrides. SpeeD and Min-SNR use their papers' defaults.
 STRATEGIES = {
@@ -52,7 +52,8 @@ def budget_args(args) -> list[str]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.strategies", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/train/fashion-mnist.yaml")
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
     budget = p.add_mutually_exclusive_group()

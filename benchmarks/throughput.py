@@ -6,16 +6,15 @@ EMA, the strategy's update), on random ImageNet-256-shaped latents (32×32×4) h
 counted once per configuration on the meta device (FlopCounterMode, forward + backward of the same objective
 at batch 2), so no second full-size step runs, and the peak memory is read right after the timed steps.
 
-  python benchmarks/throughput.py --arch XL --batch 256 --mask-ratio 0.5 --compile net    # MaskDiT-XL/2
-  python benchmarks/throughput.py --arch XL --batch 128 --mask-ratio 0 --no-decoder         # DiT-XL/2
-  python benchmarks/throughput.py --arch XL --batch 64 --sample --cfg-scale 1.5             # Heun-40 + CFG
-  python benchmarks/throughput.py --sizes S B L XL --out results/bench-throughput            # table
+  python -m benchmarks.throughput --arch XL --batch 256 --mask-ratio 0.5 --compile net    # MaskDiT-XL/2
+  python -m benchmarks.throughput --arch XL --batch 128 --mask-ratio 0 --no-decoder         # DiT-XL/2
+  python -m benchmarks.throughput --arch XL --batch 64 --sample --cfg-scale 1.5             # Heun-40 + CFG
+  python -m benchmarks.throughput --sizes S B L XL --out results/bench-throughput            # table
 """
 
 import argparse
 import functools
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,20 +23,18 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-from dataio.training_data import InMemoryImages, TrainingData  # noqa: E402
-from dataio.stream import InMemoryBatches, ShuffledIndexStream  # noqa: E402
-from diffusion.loss import MaskDiTLoss  # noqa: E402
-from diffusion.samplers import edm_sample, guided_denoiser  # noqa: E402
-from diffusion.step_draws import draw_step  # noqa: E402
-from diffusion.strategies import build_strategy  # noqa: E402
-from diffusion.network import build_network  # noqa: E402
-from training.config import Config, ModelConfig  # noqa: E402
-from training.fp8 import fp8_refusal  # noqa: E402
-from training.checkpoint import Progress  # noqa: E402
-from training.loop import BatchLayout, assemble_trainer, build_model_parts, make_accelerator  # noqa: E402
-from training.objective import TrainingObjective  # noqa: E402
+from dataio.stream import InMemoryBatches, ShuffledIndexStream
+from dataio.training_data import InMemoryImages, TrainingData
+from diffusion.loss import MaskDiTLoss
+from diffusion.network import build_network
+from diffusion.samplers import edm_sample, guided_denoiser
+from diffusion.step_draws import draw_step
+from diffusion.strategies import build_strategy
+from training.checkpoint import Progress
+from training.config import Config, ModelConfig
+from training.fp8 import fp8_refusal
+from training.loop import BatchLayout, assemble_trainer, build_model_parts, make_accelerator
+from training.objective import TrainingObjective
 
 MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
@@ -214,7 +211,8 @@ def write_table(rows: list[dict], out: Path) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="XL")
     p.add_argument("--sizes", nargs="+", help="run several arch sizes (overrides --arch)")
     p.add_argument("--patch", type=int, default=2)

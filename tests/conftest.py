@@ -52,14 +52,15 @@ def free_port() -> int:
 
 def run_cli(script: str, *args: str, check: bool = True, env_extra: dict | None = None,
             processes: int = 1) -> subprocess.CompletedProcess:
-    """Run one of the commands; processes > 1 launches it with torchrun (gloo on this CPU machine)."""
+    """Run one of the commands (a script path, or a module name run with -m); processes > 1 launches it with
+    torchrun (gloo on this CPU machine)."""
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2" if processes == 1 else "1",
                **(env_extra or {}))
     launcher = [sys.executable] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr",
         "127.0.0.1", "--master_port", str(free_port())]
-    proc = subprocess.run([*launcher, str(REPO / script), *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+    target = [str(REPO / script)] if script.endswith(".py") else ["-m", script]  # a script, or a module (benchmarks)
+    proc = subprocess.run([*launcher, *target, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc

@@ -1,11 +1,10 @@
 """GPU fast-path options, checked on the CPU: selective activation checkpointing, the bf16 residual stream, the
-FP8 conversion logic and its refusal, the saved-activation count behind benchmarks/memory.py, the throughput
+FP8 conversion logic and its refusal, the saved-activation count behind benchmarks/memory/, the throughput
 benchmark on the real Trainer step, and the one-shot GPU check script at a tiny size."""
 
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -16,7 +15,6 @@ from diffusion.network import build_network
 from training.config import ConfigError, ModelConfig, load_config
 from training.fp8 import fp8_refusal, is_fp8_layer
 
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 TINY = dict(arch="S", resolution=8, in_channels=3, patch_size=2, num_classes=4, depth=4, width=32, heads=2,
             decoder_depth=2, decoder_width=32, decoder_heads=2)
@@ -69,7 +67,7 @@ def test_checkpointing_changes_memory_not_gradients():
 
 
 def test_saved_activation_count_falls_with_checkpointing_and_grows_with_batch():
-    from memory import estimate
+    from benchmarks.memory.estimate import estimate
 
     cfg = dict(TINY, in_channels=4)
     rows = {mode: estimate(ModelConfig(**cfg, grad_checkpointing=mode), 64, 0.5, "fp32")
@@ -133,7 +131,7 @@ def test_option_keys_are_validated_with_one_line(tmp_path):
 
 
 def test_throughput_benchmark_times_the_real_trainer_step():
-    import throughput
+    from benchmarks import throughput
 
     row = throughput.main(["--arch", "S", "--depth", "2", "--width", "64", "--heads", "2", "--decoder-depth", "1",
                            "--resolution", "8", "--batch", "4", "--steps", "2", "--warmup", "1",
@@ -145,7 +143,7 @@ def test_gpu_check_script_runs_end_to_end_at_a_tiny_size(tmp_path):
     """The script a GPU session runs first: eager first, each compile scope, then the options at the fastest
     scope; every row comes back with its step and compile times, written as it is measured."""
     env = {**os.environ, "OUT": str(tmp_path / "out"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--tiny", "--budget-s", "400"], cwd=REPO, env=env,
+    proc = subprocess.run(["bash", "benchmarks/gpu_check/check.sh", "--tiny", "--budget-s", "400"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
@@ -165,7 +163,7 @@ def test_gpu_check_keeps_a_failed_rows_stderr_and_goes_on(tmp_path, monkeypatch)
     """A row that fails (here: a scope that does not compile, as Triton 3.6 failed on the H200) leaves a one-line
     error in the table and its whole stderr in a log file; the options then run at the fastest scope that
     worked, and with none working, eagerly."""
-    import gpu_check
+    from benchmarks.gpu_check import check as gpu_check
 
     def fake_run(cmd, capture_output, text, timeout, cwd):
         scope = cmd[cmd.index("--compile") + 1]
@@ -191,7 +189,7 @@ def test_gpu_check_keeps_a_failed_rows_stderr_and_goes_on(tmp_path, monkeypatch)
 
 
 def test_throughput_sets_inductor_options_and_refuses_unknown_ones():
-    import throughput
+    from benchmarks import throughput
     import torch._inductor.config as inductor_config
     before = inductor_config.triton.persistent_reductions, inductor_config.triton.spill_threshold
     try:

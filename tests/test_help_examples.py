@@ -4,17 +4,23 @@ exist, and their key=value overrides resolve against the config schema. Commands
 data that is not here are only parsed, never run. (Issue #32: `generate.py --help` showed a `.pt` snapshot it
 refuses.)"""
 
+import argparse
 import ast
+import importlib
 import importlib.util
 import re
 import shlex
+import sys
 
 import pytest
 
 from conftest import REPO
 
 COMMANDS = ["train.py", "generate.py", "eval_latent.py", "extract_latent.py", "lmdb2wds.py", "reconstruct_ema.py",
-            "scripts/convert_checkpoint.py", "benchmarks/default_quality.py"]
+            "scripts/convert_checkpoint.py"]
+# the benchmarks run as modules: `python -m benchmarks.<name> ...` (their parsers are reached through main())
+BENCHMARKS = ["benchmarks.ttq", "benchmarks.default_quality", "benchmarks.gpu_check", "benchmarks.throughput",
+              "benchmarks.memory", "benchmarks.readers", "benchmarks.strategies"]
 
 
 def command_lines(text: str) -> list[list[str]]:
@@ -28,12 +34,43 @@ def command_lines(text: str) -> list[list[str]]:
     return found
 
 
-def check_command(script: str, argv: list[str]) -> None:
-    """`argv` parses with `script`'s parser; a config it names exists and its overrides resolve."""
+class Parsed(Exception):
+    """Raised in place of running a benchmark once its parser has accepted the arguments."""
+
+    def __init__(self, namespace: argparse.Namespace):
+        self.namespace = namespace
+
+
+def parse_module_command(module: str, argv: list[str], monkeypatch) -> argparse.Namespace:
+    """`python -m <module> argv` up to its parser: every parser call returns into Parsed, so nothing runs."""
+    for method in ("parse_args", "parse_intermixed_args"):
+        original = getattr(argparse.ArgumentParser, method)
+
+        def parse_then_stop(self, args=None, namespace=None, _original=original):
+            raise Parsed(_original(self, args, namespace))
+
+        monkeypatch.setattr(argparse.ArgumentParser, method, parse_then_stop)
+    monkeypatch.setattr(sys, "argv", [module, *argv])
+    entry = importlib.import_module(module + ".__main__" if (REPO / module.replace(".", "/")).is_dir() else module)
+    try:
+        entry.main()
+    except Parsed as parsed:
+        return parsed.namespace
+    finally:
+        monkeypatch.undo()
+    raise AssertionError(f"python -m {module} {' '.join(argv)}: no parser was reached")
+
+
+def check_command(script: str, argv: list[str], monkeypatch=None) -> None:
+    """`argv` parses with the parser of `script` (or of benchmark module `script`, run with -m); a config it names
+    exists and its overrides resolve."""
     from evaluation.config import load_eval_config
     from training.config import load_config
 
-    args = load(script).parse_args(argv)
+    if script.endswith(".py"):
+        args = load(script).parse_args(argv)
+    else:
+        args = parse_module_command(script, argv, monkeypatch)
     config = getattr(args, "config", None)
     if config is None:
         return
@@ -43,21 +80,45 @@ def check_command(script: str, argv: list[str]) -> None:
     loader(str(REPO / config), overrides)
 
 
-def test_readme_commands_parse_and_their_configs_resolve():
+def command_target(words: list[str]) -> tuple[str, list[str]] | None:
+    """(script or benchmark module, its arguments) of a command line; None for other commands (python -m pytest)."""
+    if "-m" in words and words[words.index("-m") + 1].startswith("benchmarks."):
+        at = words.index("-m") + 1
+        return words[at], words[at + 1:]
+    script = next((w for w in words if w.endswith(".py")), None)
+    if script is None or words[words.index(script) - 1] == "-m":
+        return None
+    return script, words[words.index(script) + 1:]
+
+
+def test_readme_commands_parse_and_their_configs_resolve(monkeypatch):
     readme = (REPO / "README.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)```", readme, re.DOTALL)
     checked = 0
     for words in command_lines("\n".join(blocks)):
-        script = next((w for w in words if w.endswith(".py")), None)
-        if script is None or words[words.index(script) - 1] == "-m":
-            continue  # python -m pytest
-        check_command(script, words[words.index(script) + 1:])
-        checked += 1
+        if (target := command_target(words)) is not None:
+            check_command(*target, monkeypatch)
+            checked += 1
     assert checked >= 14, checked  # every stage of the README has at least one
     for path in re.findall(r"\]\(([^)#]+)", readme):  # every relative link resolves
         if "://" not in path:
             assert (REPO / path).exists(), path
 
+
+
+def test_docs_commands_parse_and_their_links_resolve(monkeypatch):
+    """The same for the guides and reports under docs/: fenced commands parse, relative links exist."""
+    checked = 0
+    for doc in sorted((REPO / "docs").rglob("*.md")):
+        text = doc.read_text()
+        for words in command_lines("\n".join(re.findall(r"```(?:bash|sh)?\n(.*?)```", text, re.DOTALL))):
+            if (target := command_target(words)) is not None:
+                check_command(*target, monkeypatch)
+                checked += 1
+        for path in re.findall(r"\]\(([^)#]+)", text):
+            if "://" not in path:
+                assert (doc.parent / path).exists(), (str(doc.relative_to(REPO)), path)
+    assert checked >= 30, checked
 
 def examples(script: str) -> list[list[str]]:
     """The argument lists of the docstring's example commands (continuation lines joined, comments dropped)."""
@@ -91,3 +152,21 @@ def test_help_examples_parse_and_their_configs_resolve(script):
         check_command(script, argv)
     if script != "scripts/convert_checkpoint.py":  # the converter's input is the old .pt format
         assert not any(a.endswith(".pt") for argv in cases for a in argv), f"{script} --help shows a .pt file"
+
+
+def benchmark_examples() -> list[tuple[str, list[str]]]:
+    """(module, arguments) of every `python -m benchmarks....` example in the benchmarks' docstrings."""
+    found = []
+    for path in sorted((REPO / "benchmarks").rglob("*.py")):
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        for words in command_lines(doc):
+            if (target := command_target(words)) is not None and not target[0].endswith(".py"):
+                found.append(target)
+    return found
+
+
+def test_benchmark_examples_parse_and_their_configs_resolve(monkeypatch):
+    cases = benchmark_examples()
+    assert {module for module, _ in cases} == set(BENCHMARKS), "a benchmark shows no `python -m` example"
+    for module, argv in cases:
+        check_command(module, argv, monkeypatch)

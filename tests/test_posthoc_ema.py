@@ -271,7 +271,7 @@ def test_default_quality_benchmark_trains_scores_and_reports(tmp_path, tiny_fmni
               f"fashion_mnist:train:{tiny_fmnist}", "--work", str(tmp_path / "work"), "--results", str(results)]
     env = {"MASKDIT_CACHE": str(cache)}
     for recipe in ("readme-v1", "default"):
-        run_cli("benchmarks/default_quality.py", "run", "--recipe", recipe, "--seeds", "0", "1", "--sigma-rels", "0.1",
+        run_cli("benchmarks.default_quality", "run", "--recipe", recipe, "--seeds", "0", "1", "--sigma-rels", "0.1",
                 *common, "--set", f"data.path={tiny_fmnist}", *tiny, "train.posthoc_ema.snapshot_kimg=0.032",
                 env_extra=env)
     import json
@@ -280,10 +280,10 @@ def test_default_quality_benchmark_trains_scores_and_reports(tmp_path, tiny_fmni
     assert [s["ema"] for s in record["scores"]] == ["classic", 0.1] and record["img_per_s"] > 0
     assert all(math.isfinite(s["fd"]) and 0 <= s["class_accuracy"] <= 1 for s in record["scores"])
     before = sorted(p.stat().st_mtime_ns for p in results.iterdir())
-    proc = run_cli("benchmarks/default_quality.py", "run", "--recipe", "default", "--seeds", "0", "1", *common,
+    proc = run_cli("benchmarks.default_quality", "run", "--recipe", "default", "--seeds", "0", "1", *common,
                    "--sigma-rels", "0.1", env_extra=env)
     assert proc.stdout.count(": done") == 2 and sorted(p.stat().st_mtime_ns for p in results.iterdir()) == before
-    proc = run_cli("benchmarks/default_quality.py", "report", "--results", str(results), "--write-docs")
+    proc = run_cli("benchmarks.default_quality", "report", "--results", str(results), "--write-docs")
     paired = [line for line in proc.stdout.splitlines() if line.startswith("| default (0.064")]
     assert len(paired) == 1 and "| 2 |" in paired[0]
     assert (tmp_path / "docs" / "README.md").read_text().strip() == proc.stdout.strip()

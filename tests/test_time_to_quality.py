@@ -1,7 +1,6 @@
 """The time-to-quality benchmark: its paired statistics, endpoints, and one tiny run → throughput → report."""
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -11,12 +10,11 @@ from scipy import stats
 
 from conftest import REPO, run_cli
 
-sys.path.insert(0, str(REPO / "benchmarks"))
-import paired_stats  # noqa: E402
-import time_to_quality as ttq  # noqa: E402
-import ttq_endpoints  # noqa: E402
-import ttq_report  # noqa: E402
-import ttq_rows  # noqa: E402
+from benchmarks import stats as paired_stats
+from benchmarks.ttq import endpoints as ttq_endpoints
+from benchmarks.ttq import protocol as ttq
+from benchmarks.ttq import report as ttq_report
+from benchmarks.ttq import rows as ttq_rows
 
 TINY_MODEL = ["model.depth=4", "model.width=32", "model.heads=2", "model.decoder_depth=1", "model.decoder_width=32",
               "model.decoder_heads=2", "train.batch_size=16", "optim.warmup_kimg=0.05"]
@@ -186,11 +184,11 @@ def test_benchmark_run_throughput_report_tiny(tmp_path, tiny_fmnist):
     common = ["--rows", "maskdit_edm", "dit_tread", "--kimg", "0.064", "--points", "2", "--num-samples", "20",
               "--num-steps", "2", "--eval-config", str(eval_cfg), "--results", str(results), "--work", str(work),
               f"data.path={tiny_fmnist}", *TINY_MODEL]
-    run_cli("benchmarks/time_to_quality.py", "run", "--seeds", "0", "1", "--reference",
+    run_cli("benchmarks.ttq", "run", "--seeds", "0", "1", "--reference",
             f"fashion_mnist:train:{tiny_fmnist}", *common, env_extra=env)
-    run_cli("benchmarks/time_to_quality.py", "throughput", "--rounds", "1", "--steps", "2", "--throughput-threads", "1",
+    run_cli("benchmarks.ttq", "throughput", "--rounds", "1", "--steps", "2", "--throughput-threads", "1",
             *common, env_extra=env)
-    run_cli("benchmarks/time_to_quality.py", "report", "--readme", str(readme), *common, env_extra=env)
+    run_cli("benchmarks.ttq", "report", "--readme", str(readme), *common, env_extra=env)
 
     tag = next(results.iterdir())
     runs = sorted(p.name for p in (tag / "runs").iterdir())
@@ -211,24 +209,24 @@ def test_benchmark_run_throughput_report_tiny(tmp_path, tiny_fmnist):
     # the evaluation-noise decomposition re-scores the snapshots; it exits with an error unless replicate 0
     # reproduces each committed FD exactly
     protocol = [a for a in common if a not in ("--rows", "maskdit_edm", "dit_tread") and "=" not in a]
-    run_cli("benchmarks/ttq_eval_noise.py", "--rows", "dit_tread", "maskdit_edm", "--seeds", "0", "1",
+    run_cli("benchmarks.ttq", "eval-noise", "--rows", "dit_tread", "maskdit_edm", "--seeds", "0", "1",
             "--replicates", "2", "--reference", f"fashion_mnist:train:{tiny_fmnist}", *protocol, env_extra=env)
     noise = json.loads(next((tag / "eval_noise").iterdir()).read_text())
     assert noise["total_seeds"] == 2 and noise["eval_sd"] >= 0 and len(noise["ln_fd"]["dit_tread"]["1"]) == 2
 
     # the sample-range diagnostic samples a snapshot exactly as the evaluation does
-    run_cli("benchmarks/ttq_sample_range.py", "--rows", "dit_tread", "--seeds", "1", "--grid-index", "-1", "--reference",
+    run_cli("benchmarks.ttq", "sample-range", "--rows", "dit_tread", "--seeds", "1", "--grid-index", "-1", "--reference",
             f"fashion_mnist:train:{tiny_fmnist}", *protocol, env_extra=env)
     ranges = json.loads(next((tag / "sample_range").iterdir()).read_text())
     assert [(r["row"], r["seed"], r["kimg"]) for r in ranges["samples"]] == [("dit_tread", 1, 0.064)]
     assert 0 < ranges["reference"]["black"] < 1 and ranges["reference"]["above_1"] == 0
-    missing = run_cli("benchmarks/ttq_sample_range.py", "--rows", "dit_tread", "--seeds", "1", "7", *protocol,
+    missing = run_cli("benchmarks.ttq", "sample-range", "--rows", "dit_tread", "--seeds", "1", "7", *protocol,
                       check=False, env_extra=env)  # seed 7 never trained: one line, before the reference is read
     assert missing.returncode != 0 and missing.stderr.strip().count("\n") == 0
     assert "dit_tread-seed7" in missing.stderr and "0 of 2 evaluation snapshots" in missing.stderr
 
     before = {p.name: p.stat().st_mtime_ns for p in (tag / "runs").iterdir()}
-    run_cli("benchmarks/time_to_quality.py", "run", "--seeds", "0", "1", *common, env_extra=env)
+    run_cli("benchmarks.ttq", "run", "--seeds", "0", "1", *common, env_extra=env)
     assert {p.name: p.stat().st_mtime_ns for p in (tag / "runs").iterdir()} == before
 
 
@@ -247,7 +245,7 @@ def test_a_posthoc_ema_protocol_scores_the_reconstruction_at_each_point(tmp_path
               "--eval-config", str(eval_cfg), "--results", str(tmp_path / "docs"), "--work", str(tmp_path / "work"),
               f"data.path={tiny_fmnist}", *TINY_MODEL]
     for ema in ("classic", "0.1"):
-        run_cli("benchmarks/time_to_quality.py", "run", "--seeds", "0", "--ema", ema, "--reference",
+        run_cli("benchmarks.ttq", "run", "--seeds", "0", "--ema", ema, "--reference",
                 f"fashion_mnist:train:{tiny_fmnist}", *common, env_extra={"MASKDIT_CACHE": str(cache)})
     tags = sorted(p.name for p in (tmp_path / "docs").iterdir())
     assert len(tags) == 2 and tags[1] == tags[0] + "-ema0.1"
@@ -255,7 +253,7 @@ def test_a_posthoc_ema_protocol_scores_the_reconstruction_at_each_point(tmp_path
     assert [p["kimg"] for p in posthoc["points"]] == [0.032, 0.064]
     assert len(list((tmp_path / "work" / tags[1] / "maskdit_edm-seed0/posthoc").iterdir())) == 8
     assert all(a["fd"] != b["fd"] for a, b in zip(classic["points"], posthoc["points"]))
-    bad = run_cli("benchmarks/time_to_quality.py", "run", "--ema", "0.4", *common, check=False)
+    bad = run_cli("benchmarks.ttq", "run", "--ema", "0.4", *common, check=False)
     assert bad.returncode == 2 and "σ_rel" in bad.stderr.strip().splitlines()[-1]
 
 
@@ -291,7 +289,7 @@ def test_extending_a_run_equals_training_it_from_scratch(tmp_path, tiny_fmnist):
 
 def test_sample_range_shares_by_hand():
     """Out of range before the clamp; white and black after quantising as dataio.image_io.to_uint8 does."""
-    import ttq_sample_range
+    from benchmarks.ttq import sample_range as ttq_sample_range
 
     x = torch.tensor([-1.5, -1.0, 0.0, 0.999, 1.0, 2.0]).view(1, 1, 2, 3)
     out = ttq_sample_range.range_stats(x)
@@ -303,7 +301,7 @@ def test_sample_range_shares_by_hand():
 def test_eval_noise_decomposition_by_hand():
     """Evaluation variance: the within-snapshot variance of the paired ln-FD difference over evaluation seeds,
     pooled over training seeds; total: the variance over training seeds of the committed runs' difference."""
-    import ttq_eval_noise
+    from benchmarks.ttq import eval_noise as ttq_eval_noise
 
     ln_fd = {"a": {0: [1.0, 1.2, 1.1], 1: [2.0, 2.0, 2.3]}, "b": {0: [0.9, 1.0, 1.1], 1: [2.0, 2.1, 2.0]}}
     # differences: seed 0 [0.1, 0.2, 0.0] (variance 0.01), seed 1 [0.0, -0.1, 0.3] (variance 0.0433...)

@@ -3,36 +3,21 @@ one protocol (runs/*.json and throughput/*.json under docs/benchmarks/ttq/<proto
 work adds seeds instead of re-running."""
 
 import json
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
-from paired_stats import bootstrap_ci, resolved, seeds_needed
-from ttq_endpoints import (
-    MOST_SEEDS,
-    area_over_images,
-    compare,
-    curve,
-    endpoints,
-    power_by_budget,
-    reach_minutes,
-    speedup_to_baseline_final,
-)
-from ttq_rows import (
-    ADAPTIVE_ROWS,
-    CLAIM_PAIRS,
-    FIXED_MASKDIT_ROWS,
-    PAPER_SPEEDUPS,
-    PLOT_FAMILIES,
-    REFERENCE_ROW,
-    ROWS,
-    SUMMARY_ROWS,
-)
+
+from benchmarks.markdown import markers, replace_sections
+from benchmarks.stats import bootstrap_ci, resolved, seeds_needed
+from benchmarks.ttq.endpoints import (MOST_SEEDS, area_over_images, compare, curve, endpoints, power_by_budget,
+                                      reach_minutes, speedup_to_baseline_final)
+from benchmarks.ttq.rows import (ADAPTIVE_ROWS, CLAIM_PAIRS, FIXED_MASKDIT_ROWS, PAPER_SPEEDUPS, PLOT_FAMILIES,
+                                 REFERENCE_ROW, ROWS, SUMMARY_ROWS)
 
 # the full table (docs/benchmarks/ttq/README.md) and the short one (the README's results at a glance)
-README_BEGIN, README_END = "<!-- ttq-table:begin -->", "<!-- ttq-table:end -->"
-SHORT_BEGIN, SHORT_END = "<!-- ttq-summary:begin -->", "<!-- ttq-summary:end -->"
+README_BEGIN, README_END = markers("ttq-table")
+SHORT_BEGIN, SHORT_END = markers("ttq-summary")
 
 
 def load_runs(root: Path) -> dict[str, dict[int, dict]]:
@@ -330,16 +315,3 @@ def write_report(root: Path, readmes: list[Path] = ()) -> str:
     for readme in readmes:
         replace_sections(readme, sections)
     return table
-
-
-def replace_sections(path: Path, sections: dict[tuple[str, str], str]) -> None:
-    """Replace the text between each pair of markers that `path` holds (at least one pair must be there)."""
-    text, found = path.read_text(), 0
-    for (begin, end), body in sections.items():
-        pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
-        if pattern.search(text):
-            found += 1
-            text = pattern.sub(lambda _: f"{begin}\n{body}{end}", text)
-    if not found:
-        sys.exit(f"error: {path} has no {README_BEGIN} or {SHORT_BEGIN} section to replace")
-    path.write_text(text)

@@ -8,7 +8,7 @@ others draw other noise and classes. The sd of d over replicates at fixed snapsh
 sd of d over training seeds (from the committed runs) is the whole. If the evaluation part is most of it, a larger
 n buys power more cheaply than more seeds; if not, only seeds help.
 
-  python benchmarks/ttq_eval_noise.py --rows maskdit_min_snr_importance maskdit_min_snr --seeds 0 1 --replicates 4
+  python -m benchmarks.ttq eval-noise --rows maskdit_min_snr_importance maskdit_min_snr --seeds 0 1 --replicates 4
 
 Writes docs/benchmarks/ttq/<protocol>/eval_noise/<stamp>.json and prints the decomposition.
 """
@@ -20,11 +20,11 @@ import time
 import numpy as np
 import torch
 
-from paired_stats import paired_comparison
-from time_to_quality import (REPO, Evaluator, Protocol, add_location_args, add_protocol_args, protocol_from,
-                             run_dir_of, snapshots)
-from ttq_report import load_runs
-from ttq_rows import ROWS
+from benchmarks.stats import paired_comparison
+from benchmarks.ttq.protocol import (REPO, Evaluator, Protocol, add_location_args, add_protocol_args, protocol_from,
+                                     run_dir_of, snapshots)
+from benchmarks.ttq.report import load_runs
+from benchmarks.ttq.rows import ROWS
 
 
 def replicate_eval_seed(seed: int, replicate: int) -> int:
@@ -56,7 +56,8 @@ def decomposition(ln_fd: dict, committed: dict, a: str, b: str, point: int) -> d
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.ttq eval-noise", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_protocol_args(p)
     p.add_argument("--rows", nargs=2, required=True, choices=list(ROWS), metavar="ROW")
     p.add_argument("--seeds", type=int, nargs="+", required=True)

@@ -11,28 +11,26 @@ This is eager PyTorch's count. It leaves out transient buffers (an attention or 
 for one op) and allocator fragmentation, so treat it as a lower bound; torch.compile usually saves less
 (fused elementwise chains), and train.activation_memory_budget < 1 trades more of it for recomputation.
 
-  python benchmarks/memory.py --arch XL --batch 256 --mask-ratio 0.5                 # MaskDiT-XL/2
-  python benchmarks/memory.py --arch XL --batch 128 --mask-ratio 0 --no-decoder      # DiT-XL/2
+  python -m benchmarks.memory estimate --arch XL --batch 256 --mask-ratio 0.5 --out docs/benchmarks/memory/maskdit-xl2-b256-bf16
+  python -m benchmarks.memory estimate --arch XL --batch 128 --mask-ratio 0 --no-decoder --out docs/benchmarks/memory/dit-xl2-b128-bf16
+  python -m benchmarks.memory report --readme README.md     # the tables, from the committed memory.json files
 """
 
 import argparse
-import multiprocessing
 import json
-import sys
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-from diffusion.loss import MaskDiTLoss  # noqa: E402
-from diffusion.step_draws import draw_step, step_generator  # noqa: E402
-from diffusion.strategies import build_strategy  # noqa: E402
-from diffusion.network import build_network  # noqa: E402
-from models.maskdit import Block  # noqa: E402
-from training.config import ModelConfig  # noqa: E402
-from training.objective import TrainingObjective  # noqa: E402
+from diffusion.loss import MaskDiTLoss
+from diffusion.network import build_network
+from diffusion.step_draws import draw_step, step_generator
+from diffusion.strategies import build_strategy
+from models.maskdit import Block
+from training.config import ModelConfig
+from training.objective import TrainingObjective
 
 GIB = 2**30
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
@@ -92,7 +90,8 @@ def estimate(model_cfg: ModelConfig, batch: int, mask_ratio: float, precision: s
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.memory estimate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="XL")
     p.add_argument("--patch", type=int, default=2)
     p.add_argument("--resolution", type=int, default=32)

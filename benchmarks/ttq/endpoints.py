@@ -6,8 +6,9 @@ A run here is its committed JSON: {"row", "seed", "points": [{"kimg", "fd", "cla
 """
 
 import numpy as np
-from paired_stats import paired_comparison, seeds_needed
-from ttq_rows import TARGET_ROW
+
+from benchmarks.stats import paired_comparison, seeds_needed
+from benchmarks.ttq.rows import TARGET_ROW
 
 
 def curve(run: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -3,12 +3,12 @@
 DDPM's ancestral sampler in Ho et al.'s code clamps the x̂0 estimate to [−1, 1] at every step; without it, an
 ε-prediction model's x̂0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t can land far outside the data range, and the final clamp
 to uint8 turns those pixels into saturated blocks that FD sees. This samples a run's EMA snapshots exactly as the
-time-to-quality evaluation does (same sampler, n, seeds and classes; `time_to_quality.eval_config`), once per row
+time-to-quality evaluation does (same sampler, n, seeds and classes; `protocol.eval_config`), once per row
 given (e.g. `unet_ddpm` with clipping and `unet_ddpm_noclip` without, on the same snapshots), and reports, before
 the final clamp, the share of pixels above 1 and below −1, and after it the share at white (255) and black (0),
 with the reference images' shares beside them.
 
-  python benchmarks/ttq_sample_range.py --kimg 24.576 --rows unet_ddpm unet_ddpm_noclip --seeds 0 --grid-index 0 5
+  python -m benchmarks.ttq sample-range --kimg 24.576 --rows unet_ddpm unet_ddpm_noclip --seeds 0 --grid-index 0 5
 
 Writes docs/benchmarks/ttq/<protocol>/sample_range/<stamp>.json and prints a table.
 """
@@ -18,18 +18,10 @@ import json
 import time
 
 import torch
-from time_to_quality import (
-    REPO,
-    Protocol,
-    add_location_args,
-    add_protocol_args,
-    eval_config,
-    protocol_from,
-    run_dir_of,
-    snapshot_kimg,
-    snapshots,
-)
-from ttq_rows import ROWS
+
+from benchmarks.ttq.protocol import (REPO, Protocol, add_location_args, add_protocol_args, eval_config, protocol_from,
+                                     run_dir_of, snapshot_kimg, snapshots)
+from benchmarks.ttq.rows import ROWS
 
 
 def range_stats(images: torch.Tensor) -> dict:
@@ -81,7 +73,8 @@ def markdown(result: dict) -> str:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.ttq sample-range", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_protocol_args(p)
     p.add_argument("--rows", nargs="+", required=True, choices=list(ROWS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])

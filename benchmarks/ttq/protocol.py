@@ -11,15 +11,15 @@ The protocol (README "Time-to-quality"; REFERENCE.md §7):
   invocation on one machine, rows interleaved over several rounds. Images convert to minutes with it.
 - Endpoints: primary, the mean of ln FD over the wall-clock window two rows share (area under the log-FD
   curve); secondary, the same over images, the final FD, the minutes to reach the DiT + EDM row's final FD
-  of the same seed, the final class accuracy (ttq_endpoints.py). Statistics: paired differences per seed, their
-  mean with a bootstrap and a Student-t 95 % interval, Wilcoxon p, probability of improvement (paired_stats.py).
+  of the same seed, the final class accuracy (endpoints.py). Statistics: paired differences per seed, their
+  mean with a bootstrap and a Student-t 95 % interval, Wilcoxon p, probability of improvement (benchmarks/stats.py).
 - Results live in the repo: each finished run writes a small JSON under docs/benchmarks/ttq/<protocol>/runs/,
   throughput rounds under .../throughput/; `report` regenerates the table, the plot and the README section
-  from those files alone (ttq_report.py), so later work adds seeds instead of re-running. The rows: ttq_rows.py.
+  from those files alone (report.py), so later work adds seeds instead of re-running. The rows: rows.py.
 
-  python benchmarks/time_to_quality.py run --seeds 0 1 2 --rows maskdit_edm dit_edm maskdit_excess
-  python benchmarks/time_to_quality.py throughput --rounds 3
-  python benchmarks/time_to_quality.py report
+  python -m benchmarks.ttq run --seeds 0 1 2 --rows maskdit_edm dit_edm maskdit_excess
+  python -m benchmarks.ttq throughput --rounds 3
+  python -m benchmarks.ttq report
 
 Re-running `run` skips finished runs (their JSON exists); a run stopped during training resumes from its
 checkpoint, one stopped during evaluation is only evaluated. Working files (checkpoints, snapshots) go to
@@ -29,24 +29,19 @@ checkpoint, one stopped during evaluation is only evaluated. Working files (chec
 import argparse
 import json
 import os
-import platform
 import random
 import re
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from ttq_report import write_report  # noqa: E402
-from ttq_rows import PROTOCOL_RECIPE, ROWS, Row  # noqa: E402
+from benchmarks import REPO
+from benchmarks.commands import machine, python
+from benchmarks.ttq.report import write_report
+from benchmarks.ttq.rows import PROTOCOL_RECIPE, ROWS, Row
 
 
 @dataclass
@@ -73,20 +68,6 @@ class Protocol:
         if self.ema == "classic":
             return []
         return ["train.posthoc_ema.sigma_rels=[0.05,0.1]", f"train.posthoc_ema.snapshot_kimg={self.kimg / self.points / 4}"]
-
-
-def machine() -> str:
-    return f"{platform.machine()} {os.cpu_count()} cpu, torch {torch.__version__}"
-
-
-def python(args: list[str], threads: int | None = None) -> str:
-    env = dict(os.environ)
-    if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    return proc.stdout
 
 
 # ----------------------------------------------------------------------------
@@ -196,8 +177,8 @@ class Evaluator:
 
     def __call__(self, snapshot: Path, seed: int, overrides: list[str], grid: Path | None) -> dict:
         """Scores the classic EMA snapshot, or the protocol's post-hoc EMA at that snapshot's point."""
-        from evaluation.evaluate import evaluate_network
         from diffusion.network import load_for_sampling
+        from evaluation.evaluate import evaluate_network
 
         cfg = eval_config(self.proto, seed, overrides)
         net, meta = load_for_sampling(snapshot, self.device) if self.proto.ema == "classic" else \
@@ -358,7 +339,8 @@ def add_location_args(p: argparse.ArgumentParser) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.ttq", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["run", "throughput", "report"])
     add_protocol_args(p)
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))

@@ -1,6 +1,6 @@
 """One-shot GPU check: the training step's speed and memory at the reference's sizes, in one table.
 
-Runs benchmarks/throughput.py (the real Trainer step) once per row, each in its own process with its own time
+Runs python -m benchmarks.throughput (the real Trainer step) once per row, each in its own process with its own time
 limit, so an out-of-memory error, a compile crash or a slow compile costs one row, not the check. Rows, surest
 first, each written to gpu_check.json the moment it is measured (a check killed at its limit keeps them):
 
@@ -12,7 +12,7 @@ first, each written to gpu_check.json the moment it is measured (a check killed 
   in <out>/<row>.stderr.log.
 
 Writes gpu_check.json (rows + torch/Triton versions, GPU name, peak TFLOP/s used for MFU) and gpu_check.md under
---out. Started by benchmarks/gpu_check.sh, which installs the missing packages from local wheels first. `--tiny`
+--out. Started by benchmarks/gpu_check/check.sh, which installs the missing packages from local wheels first. `--tiny`
 runs the same logic on a CPU with a tiny model (tests/test_gpu_fast_path.py), so the script is known to work
 before a GPU is ever lent.
 """
@@ -27,17 +27,15 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from training.compile_scope import named_error_line  # noqa: E402
-from training.fp8 import fp8_refusal  # noqa: E402
+from benchmarks import REPO
+from benchmarks.gpu_check.report import check_table
+from training.compile_scope import named_error_line
+from training.fp8 import fp8_refusal
 
 MASKDIT = ["--arch", "XL", "--batch", "256", "--mask-ratio", "0.5"]
 DIT = ["--arch", "XL", "--batch", "128", "--mask-ratio", "0", "--no-decoder"]
 TINY = ["--arch", "S", "--depth", "2", "--width", "64", "--heads", "2", "--decoder-depth", "1", "--resolution", "8",
         "--batch", "4"]
-TARGETS = {"MaskDiT": {"img_per_s": 1300, "peak_gib": 56}, "DiT": {"img_per_s": 550}}  # issue #16, one H100
 
 
 COMPILED_SCOPES = ["blocks", "net", "step"]  # shortest compile first
@@ -85,7 +83,7 @@ def tiny(args_list: list[str]) -> list[str]:
 
 
 def run_one(name: str, flags: list[str], common: list[str], limit_s: float, out: Path) -> dict:
-    cmd = [sys.executable, str(REPO / "benchmarks" / "throughput.py"), *flags, *common]
+    cmd = [sys.executable, "-m", "benchmarks.throughput", *flags, *common]
     start = time.time()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit_s, cwd=REPO)
@@ -123,21 +121,6 @@ def environment(peak_tflops: float) -> dict:
             "when": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def markdown(env: dict, rows: list[dict]) -> str:
-    lines = [f"GPU check: {env['gpu']}, torch {env['torch']}, Triton {env['triton']}, {env['when']}; MFU against "
-             f"{env['peak_tflops_for_mfu']:g} TFLOP/s.", "",
-             "| configuration | model | options | img/s | step s | compile s | TFLOP/s | MFU | peak GiB | note |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['name']} | | | | | | | | | {r['error']} |")
-            continue
-        peak = f"{r['peak_gib']:.1f}" if "peak_gib" in r else "–"
-        lines.append(f"| {r['name']} | {r['arch']} batch {r['batch']} | {r['options']} | {r['img_per_s']:.1f} | "
-                     f"{r['step_s']:.3f} | {r['compile_s']:.0f} | {r['tflop_per_s']:.1f} | {r['mfu']:.1%} | {peak} | |")
-    return "\n".join(lines) + "\n"
-
-
 class Check:
     """Runs rows one after another inside the check's time budget, writing gpu_check.json after every row, so a
     machine taken back mid-check still leaves the rows measured so far."""
@@ -162,7 +145,8 @@ class Check:
 
 
 def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True)
     p.add_argument("--tiny", action="store_true", help="CPU logic check: tiny model, aot_eager, 2 steps")
     p.add_argument("--budget-s", type=float, default=420,
@@ -185,7 +169,7 @@ def main(argv=None) -> list[dict]:
     for name, flags in option_rows(fastest_scope(check.rows), fast):
         check.run(name, flags)
     rows = check.rows
-    (out / "gpu_check.md").write_text(markdown(env, rows))
+    (out / "gpu_check.md").write_text(check_table(env, rows))
     return rows
 
 

@@ -1,9 +1,9 @@
-"""The rows of the time-to-quality benchmark (benchmarks/time_to_quality.py): what each row changes in the
+"""The rows of the time-to-quality benchmark (benchmarks/ttq/): what each row changes in the
 training and evaluation config, and which pairs the report compares."""
 
 from dataclasses import dataclass, field
 
-from fmnist_recipes import README_V1
+from benchmarks.fmnist_recipes import README_V1
 
 PROTOCOL_RECIPE = README_V1
 

@@ -1,0 +1,34 @@
+"""The time-to-quality benchmark's one entry command (run from the repository root):
+
+  python -m benchmarks.ttq run --seeds 0 1 2 --rows maskdit_edm dit_edm  # train + score rows at paired seeds
+  python -m benchmarks.ttq throughput --rounds 3  # side-by-side img/s of every row
+  python -m benchmarks.ttq report --readme README.md docs/benchmarks/ttq/README.md  # tables, plot, README
+  python -m benchmarks.ttq eval-noise --rows maskdit_min_snr maskdit_edm --seeds 0 1 --replicates 4  # eval noise
+  python -m benchmarks.ttq sample-range --rows unet_ddpm --seeds 0  # pixel range of raw samples
+
+`python -m benchmarks.ttq <command> --help` for each command's options. The parts: protocol.py (the protocol, run,
+throughput), rows.py, endpoints.py, report.py, eval_noise.py, sample_range.py; statistics in benchmarks/stats.py.
+"""
+
+import sys
+
+from benchmarks.ttq import eval_noise, protocol, sample_range
+
+# run / throughput / report share the protocol's parser (its first positional is the command)
+COMMANDS = {"run": protocol.main, "throughput": protocol.main, "report": protocol.main,
+            "eval-noise": lambda argv: eval_noise.main(argv[1:]),
+            "sample-range": lambda argv: sample_range.main(argv[1:])}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.rstrip())
+    elif argv[0] not in COMMANDS:
+        sys.exit(f"error: unknown command {argv[0]!r}; one of {', '.join(COMMANDS)} (see --help)")
+    else:
+        COMMANDS[argv[0]](argv)
+
+
+if __name__ == "__main__":
+    main()
