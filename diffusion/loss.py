@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from diffusion.dispersive import Dispersive
 from diffusion.step_draws import Draws
 from models.embeddings import drop_labels
 from models.masking import TokenMask, mask_from_noise, num_visible_tokens, patchify
@@ -23,6 +24,7 @@ class LossTerms:
     mae: torch.Tensor  # MAE over masked tokens, not σ-weighted (zeros when nothing is masked; × p/q if any)
     sigma: torch.Tensor  # the σ each sample was trained at
     raw_denoise: torch.Tensor  # unweighted ||D - y||² over visible tokens: what strategies learn from
+    repr: torch.Tensor  # the micro-batch's representation loss (dispersive), repeated per sample; zeros if none
 
 
 def token_mean(per_token: torch.Tensor, token_weight: torch.Tensor | None, num_selected: int) -> torch.Tensor:
@@ -57,11 +59,13 @@ def mae_per_token(denoised: torch.Tensor, noisy: torch.Tensor, patch: int) -> to
 class MaskDiTLoss:
     """EDM DSM + MAE. With mask_ratio 0 (finetune, DiT baseline) it is the plain EDM loss over all tokens."""
 
-    def __init__(self, patch_size: int, num_tokens: int, mae_weight: float = 0.1, null_label: int | None = None):
+    def __init__(self, patch_size: int, num_tokens: int, mae_weight: float = 0.1, null_label: int | None = None,
+                 dispersive: Dispersive | None = None):
         self.patch_size = patch_size
         self.num_tokens = num_tokens
         self.mae_weight = mae_weight
         self.null_label = null_label  # label dropout target; None for unconditional models
+        self.dispersive = dispersive  # loss.repr.kind dispersive (diffusion/dispersive.py), else None
 
     def __call__(self, net, images: torch.Tensor, labels: torch.Tensor | None, strategy, mask_ratio: float,
                  draws: Draws) -> LossTerms:
@@ -72,7 +76,12 @@ class MaskDiTLoss:
         mask = self.make_mask(draws.mask_noise, mask_ratio)
         if labels is not None and self.null_label is not None:
             labels = drop_labels(labels, draws.label_drop, self.null_label)
-        if draws.route_noise is None:
+        repr_loss = torch.zeros_like(sigma)  # (N,)
+        if self.dispersive is not None:
+            denoised, z = net(noisy, sigma, labels, mask, draws.route_noise, repr_block=self.dispersive.block)
+            # Wang & He Eq. 5: one value per micro-batch, repeated so that the mean over samples adds λ·L_disp
+            repr_loss = self.dispersive(z).expand_as(sigma)  # (N,)
+        elif draws.route_noise is None:
             denoised = net(noisy, sigma, labels, mask)  # (N, C, H, W) float32
         else:  # TREAD: the loss stays the plain loss over all tokens (REFERENCE.md §5)
             denoised = net(noisy, sigma, labels, mask, draws.route_noise)
@@ -89,8 +98,11 @@ class MaskDiTLoss:
         if ratio is not None:
             # Importance weights multiply the whole objective, so E_q[ratio·(λℓ + w·MAE)] = E_p[λℓ + w·MAE].
             denoise, mae = ratio * denoise, ratio * mae
-        return LossTerms(total=denoise + self.mae_weight * mae, denoise=denoise, mae=mae, sigma=sigma,
-                         raw_denoise=raw.detach())
+        total = denoise + self.mae_weight * mae
+        if self.dispersive is not None:
+            total = total + self.dispersive.weight * repr_loss  # a batch-level term: no p/q ratio applies to it
+        return LossTerms(total=total, denoise=denoise, mae=mae, sigma=sigma, raw_denoise=raw.detach(),
+                         repr=repr_loss)
 
     def make_mask(self, mask_noise: torch.Tensor, mask_ratio: float) -> TokenMask | None:
         if num_visible_tokens(self.num_tokens, mask_ratio) == self.num_tokens:

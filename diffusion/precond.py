@@ -30,15 +30,20 @@ class EDMPrecond(nn.Module):
         return c_skip, c_out, c_in, c_noise
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None,
-                mask: TokenMask | None = None, route_noise: torch.Tensor | None = None) -> torch.Tensor:
-        """x (N, C, H, W) noisy input, σ (N,) or scalar -> denoised D (N, C, H, W) in float32.
+                mask: TokenMask | None = None, route_noise: torch.Tensor | None = None,
+                repr_block: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """x (N, C, H, W) noisy input, σ (N,) or scalar -> denoised D (N, C, H, W) in float32; with `repr_block`
+        (transformer backbones) -> (D, that encoder block's representation (N, D'), models/maskdit.py).
         mask / route_noise: the training step's token masking and routing draws (the backbone's business)."""
         x = x.float()
         sigma = sigma.float().reshape(-1).expand(x.shape[0])  # (N,)
         c_skip, c_out, c_in, c_noise = (s[:, None, None, None] for s in self.scalings(sigma))  # (N, 1, 1, 1)
         token_draws = (mask,) if route_noise is None else (mask, route_noise)  # the U-Net takes no route
-        f = self.backbone(c_in * x, c_noise.flatten(), labels, *token_draws)  # (N, C, H, W)
-        return c_skip * x + c_out * f.float()
+        if repr_block is None:
+            f = self.backbone(c_in * x, c_noise.flatten(), labels, *token_draws)  # (N, C, H, W)
+            return c_skip * x + c_out * f.float()
+        f, z = self.backbone(c_in * x, c_noise.flatten(), labels, mask, route_noise, repr_block)  # (N, C, H, W), (N, D')
+        return c_skip * x + c_out * f.float(), z
 
 
 class VPPrecond(EDMPrecond):

@@ -161,20 +161,34 @@ class MaskDiT(nn.Module):
             x = self._run_block(block, x, c, self._checkpointed(part, i))
         return x
 
-    def _run_routed(self, x: torch.Tensor, c: torch.Tensor, route_noise: torch.Tensor) -> torch.Tensor:
-        """Encoder blocks with TREAD routing (models/routing.py): blocks start..end see only the routed tokens;
-        the bypassing ones re-enter after block end with their activations from the input of block start."""
+    def _run_encoder(self, x: torch.Tensor, c: torch.Tensor, route_noise: torch.Tensor | None,
+                     repr_block: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The encoder blocks, with TREAD routing (models/routing.py) when route_noise is given: blocks start..end
+        see only the routed tokens; the bypassing ones re-enter after block end with their activations from the
+        input of block start. -> (output (N, T, D), the output of block `repr_block` as that block saw its tokens,
+        (N, T_b, D), or None)."""
         route = self.spec.route
-        start, end = route.start, route.resolved_end(self.spec.depth)
-        ids = route_ids(route_noise, x.shape[1], route.ratio)  # (N, R)
-        full = x  # (N, T, D)
+        routed = route_noise is not None and self.training and route.ratio > 0
+        start, end = (route.start, route.resolved_end(self.spec.depth)) if routed else (-1, -1)
+        ids = route_ids(route_noise, x.shape[1], route.ratio) if routed else None  # (N, R)
+        full, captured = x, None  # (N, T, D)
         for i, block in enumerate(self.blocks):
             if i == start:
                 full, x = x, take(x, ids)  # (N, R, D)
             x = self._run_block(block, x, c, self._checkpointed("encoder", i))
+            if i == repr_block:
+                captured = x  # (N, T_b, D) before put_back: inside the routed range, the routed tokens only
             if i == end:
                 x = put_back(full, x, ids)  # (N, T, D)
-        return x
+        return x, captured
+
+    def representation(self, block_out: torch.Tensor) -> torch.Tensor:
+        """A block's output (N, T_b, D) -> one vector per sample for representation losses (diffusion/dispersive.py):
+        flattened (N, L·D) when the block saw all L tokens in their places, else the mean over the tokens each
+        sample's block saw (N, D) (masked encoder, routed block: the token sets differ between samples)."""
+        if block_out.shape[1] == self.num_tokens:
+            return block_out.flatten(1)  # (N, L·D)
+        return block_out.mean(1)  # (N, D)
 
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
         """The residual stream's dtype. By default whatever the fp32 positional tables make it (fp32). With
@@ -186,8 +200,10 @@ class MaskDiT(nn.Module):
         return x
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor | None,
-                mask: TokenMask | None = None, route_noise: torch.Tensor | None = None) -> torch.Tensor:
-        """x_in (N, C, H, W), c_noise (N,), labels (N,) int or None -> F (N, C, H, W).
+                mask: TokenMask | None = None, route_noise: torch.Tensor | None = None,
+                repr_block: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """x_in (N, C, H, W), c_noise (N,), labels (N,) int or None -> F (N, C, H, W); with `repr_block` (a 0-based
+        encoder block index) -> (F, that block's representation (N, D'), see `representation`).
 
         `mask` drops tokens before the encoder (training only); None runs on all tokens. `route_noise` (N, L)
         uniform selects the tokens that take the routed blocks when model.route.ratio > 0 — in training mode
@@ -199,10 +215,7 @@ class MaskDiT(nn.Module):
             c = c + self.label_embed(labels)  # (N, D)
         if mask is not None:
             x = keep_tokens(x, mask.ids_keep)  # (N, K, D)
-        if route_noise is not None and self.training and self.spec.route.ratio > 0:
-            x = self._run_routed(x, c, route_noise)  # (N, K, D)
-        else:
-            x = self._run_blocks(self.blocks, x, c, "encoder")  # (N, K, D)
+        x, block_out = self._run_encoder(x, c, route_noise, repr_block)  # (N, K, D)
         if self.spec.use_decoder:
             x = self.decoder_embed(x, c)  # (N, K, Dd)
             if mask is not None:
@@ -216,4 +229,5 @@ class MaskDiT(nn.Module):
         elif mask is not None:
             raise ValueError("masked training needs the decoder (model.use_decoder: true)")
         x = self.final_layer(x, c)  # (N, L, p*p*C)
-        return unpatchify(x, self.spec.patch_size, self.spec.in_channels)  # (N, C, H, W)
+        out = unpatchify(x, self.spec.patch_size, self.spec.in_channels)  # (N, C, H, W)
+        return out if repr_block is None else (out, self.representation(block_out))

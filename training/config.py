@@ -7,6 +7,7 @@ what differs from its base, so each value has one source (tests/test_training_pa
 The layering itself (and the one-line errors naming a file and key) lives in utils/layered_config.py.
 """
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,21 @@ class DiffusionConfig:
 
 
 @dataclass
+class ReprConfig:
+    """A representation loss on one encoder block's output, besides the diffusion loss (diffusion/dispersive.py)."""
+
+    kind: str = "none"  # none | dispersive (Wang & He 2025, InfoNCE-L2 variant)
+    weight: float = 0.5  # λ: total = diffusion loss + λ·L_disp (the authors' 0.5; their PyTorch port 0.25)
+    temperature: float = 0.5  # τ (the authors' 0.5; the port 1)
+    block_fraction: float = 0.25  # the output of encoder block round(fraction × depth), from 1 (authors: depth // 4)
+
+
+@dataclass
+class LossConfig:
+    repr: ReprConfig = field(default_factory=ReprConfig)
+
+
+@dataclass
 class OptimConfig:
     lr: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -135,6 +151,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     grid: GridConfig = field(default_factory=GridConfig)
@@ -197,6 +214,33 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"grid.sampling.{problem}")
     if cfg.model.precond not in ("edm", "vp"):
         raise ConfigError(f"model.precond: {cfg.model.precond!r} is not one of edm | vp")
+    check_repr_loss(cfg)
+
+
+REPR_KINDS = ("none", "dispersive")
+
+
+def check_repr_loss(cfg: "Config") -> None:
+    """loss.repr: a known kind, λ ≥ 0, τ > 0, a block fraction in (0, 1], a transformer backbone, and a
+    micro-batch of ≥ 2 samples where it is known here (train.batch_gpu, else train.batch_size; the trainer checks
+    the per-process micro-batch once the number of processes is known)."""
+    rep = cfg.loss.repr
+    if rep.kind not in REPR_KINDS:
+        raise ConfigError(f"loss.repr.kind: {rep.kind!r} is not one of {' | '.join(REPR_KINDS)}")
+    if not (math.isfinite(rep.weight) and rep.weight >= 0):
+        raise ConfigError(f"loss.repr.weight: {rep.weight} must be a finite number ≥ 0")
+    if not (math.isfinite(rep.temperature) and rep.temperature > 0):
+        raise ConfigError(f"loss.repr.temperature: {rep.temperature} must be a finite number > 0")
+    if not 0 < rep.block_fraction <= 1:
+        raise ConfigError(f"loss.repr.block_fraction: {rep.block_fraction} must be in (0, 1]")
+    if rep.kind == "none":
+        return
+    if cfg.model.arch not in ARCHS:
+        raise ConfigError(f"loss.repr.kind {rep.kind} reads a transformer block's output; model.arch "
+                          f"{cfg.model.arch} has none: use loss.repr.kind none")
+    if (cfg.train.batch_gpu or cfg.train.batch_size) < 2:
+        raise ConfigError(f"loss.repr.kind {rep.kind} compares the samples of a micro-batch: it needs ≥ 2 per "
+                          "process (train.batch_gpu / train.batch_size)")
 
 
 def check_compile_scope(cfg: "Config") -> None:

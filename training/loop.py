@@ -19,6 +19,7 @@ from tqdm import tqdm
 from dataio.autoencoder import Decoder
 from dataio.image_io import grid_image, save_png_atomic, to_uint8
 from dataio.training_data import TrainingData, build_training_data, check_matches_model
+from diffusion.dispersive import Dispersive, repr_block_index
 from diffusion.loss import MaskDiTLoss
 from diffusion.mask_schedule import mask_ratio_at
 from diffusion.generation import generate, labels_for_seeds
@@ -27,6 +28,7 @@ from diffusion.strategies import build_strategy
 from diffusion.telemetry import SigmaTelemetry
 from diffusion.network import build_network
 from models.build import count_parameters
+from models.maskdit import ARCHS
 from models.ema_profiles import classic_beta
 from training import checkpoint as ckpt
 from training.checkpoint import Progress, TrainedParts
@@ -130,7 +132,7 @@ class Trainer:
         self.loss_fn = accelerator.unwrap_model(objective).loss
         self.data, self.batches = data, data.batches
         self.batch_gpu, self.accum_rounds = layout
-        self.sums = torch.zeros(4, device=accelerator.device)  # loss, denoise, mae, count since last log
+        self.sums = torch.zeros(5, device=accelerator.device)  # loss, denoise, mae, repr, count since last log
         self.strategy_sums = None  # the strategy's loss_statistics since its last update (learning strategies)
         self.last_finite = (0, 0)  # (step, cur_nimg) at which the loss sums were last seen finite
         self.telemetry = SigmaTelemetry(accelerator.device)
@@ -209,7 +211,7 @@ class Trainer:
         """Accumulate a micro-batch's loss sums, σ telemetry and strategy statistics on the device: no host sync.
         A non-finite loss anywhere turns the loss sums non-finite; that is checked at log and checkpoint time."""
         count = torch.ones_like(terms.total).sum()  # (,) on the device, without a host-to-device copy
-        self.sums += torch.stack([terms.total.sum(), terms.denoise.sum(), terms.mae.sum(), count])
+        self.sums += torch.stack([terms.total.sum(), terms.denoise.sum(), terms.mae.sum(), terms.repr.sum(), count])
         sigma = terms.sigma.detach()
         self.telemetry.observe(sigma, terms.raw_denoise)
         stats = self.strategy.loss_statistics(sigma, terms.raw_denoise)
@@ -236,9 +238,12 @@ class Trainer:
         self.check_finite(progress)
         sums = self.accelerator.reduce(self.sums.clone(), reduction="sum")
         self.sums.zero_()
-        count = max(sums[3].item(), 1.0)
-        return {"loss": sums[0].item() / count, "loss_denoise": sums[1].item() / count,
-                "loss_mae": sums[2].item() / count}
+        count = max(sums[4].item(), 1.0)
+        means = {"loss": sums[0].item() / count, "loss_denoise": sums[1].item() / count,
+                 "loss_mae": sums[2].item() / count}
+        if self.cfg.loss.repr.kind != "none":
+            means[f"loss_{self.cfg.loss.repr.kind}"] = sums[3].item() / count  # L_disp, before its weight λ
+        return means
 
 
 # ----------------------------------------------------------------------------
@@ -370,10 +375,23 @@ def assemble_trainer(cfg: Config, accelerator: Accelerator, parts: TrainedParts,
     the Trainer (which compiles it when asked). benchmarks/throughput.py times exactly this Trainer's step."""
     spec = parts.net.backbone.spec
     loss_fn = MaskDiTLoss(spec.patch_size, (spec.resolution // spec.patch_size) ** 2, cfg.mask.mae_weight,
-                          spec.num_classes if spec.num_classes else None)
+                          spec.num_classes if spec.num_classes else None, build_dispersive(cfg, layout))
     objective = TrainingObjective(parts.net, loss_fn, parts.strategy.to(accelerator.device))
     objective, optimizer = accelerator.prepare(objective, parts.optimizer)
     return Trainer(cfg, accelerator, objective, dataclasses.replace(parts, optimizer=optimizer), data, layout)
+
+
+def build_dispersive(cfg: Config, layout: BatchLayout) -> Dispersive | None:
+    """loss.repr (diffusion/dispersive.py) for this run, or None; refuses a per-process micro-batch below 2, where
+    no pair of samples exists to disperse (the config check cannot know the number of processes)."""
+    rep = cfg.loss.repr
+    if rep.kind == "none":
+        return None
+    if layout.batch_gpu < 2:
+        raise ConfigError(f"loss.repr.kind {rep.kind}: the per-process micro-batch is {layout.batch_gpu}; it needs "
+                          "≥ 2 samples to compare (raise train.batch_gpu or use fewer processes)")
+    depth = cfg.model.depth or ARCHS[cfg.model.arch][0]
+    return Dispersive(rep.weight, rep.temperature, repr_block_index(rep.block_fraction, depth))
 
 
 def compiled_forward(objective, accelerator: Accelerator, cfg: Config) -> CompiledForward:
