@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from diffusion.dispersive import Dispersive
+from diffusion.self_alignment import SelfAlignment
 from diffusion.step_draws import Draws
 from models.embeddings import drop_labels
 from models.masking import TokenMask, mask_from_noise, num_visible_tokens, patchify
@@ -24,7 +25,8 @@ class LossTerms:
     mae: torch.Tensor  # MAE over masked tokens, not σ-weighted (zeros when nothing is masked; × p/q if any)
     sigma: torch.Tensor  # the σ each sample was trained at
     raw_denoise: torch.Tensor  # unweighted ||D - y||² over visible tokens: what strategies learn from
-    repr: torch.Tensor  # the micro-batch's representation loss (dispersive), repeated per sample; zeros if none
+    repr: torch.Tensor  # the representation loss before its weight: dispersive (the micro-batch's value, repeated
+    # per sample) or SRA's alignment (per sample); zeros when loss.repr.kind is none
 
 
 def token_mean(per_token: torch.Tensor, token_weight: torch.Tensor | None, num_selected: int) -> torch.Tensor:
@@ -60,12 +62,21 @@ class MaskDiTLoss:
     """EDM DSM + MAE. With mask_ratio 0 (finetune, DiT baseline) it is the plain EDM loss over all tokens."""
 
     def __init__(self, patch_size: int, num_tokens: int, mae_weight: float = 0.1, null_label: int | None = None,
-                 dispersive: Dispersive | None = None):
+                 dispersive: Dispersive | None = None, self_alignment: SelfAlignment | None = None):
         self.patch_size = patch_size
         self.num_tokens = num_tokens
         self.mae_weight = mae_weight
         self.null_label = null_label  # label dropout target; None for unconditional models
-        self.dispersive = dispersive  # loss.repr.kind dispersive (diffusion/dispersive.py), else None
+        # loss.repr (at most one): diffusion/dispersive.py, diffusion/self_alignment.py (a module with parameters:
+        # TrainingObjective registers it)
+        self.dispersive = dispersive
+        self.self_alignment = self_alignment
+
+    def repr_block(self) -> int | None:
+        """The encoder block whose output the representation loss reads, or None."""
+        if self.dispersive is not None:
+            return self.dispersive.block
+        return None if self.self_alignment is None else self.self_alignment.student_block
 
     def __call__(self, net, images: torch.Tensor, labels: torch.Tensor | None, strategy, mask_ratio: float,
                  draws: Draws) -> LossTerms:
@@ -76,11 +87,15 @@ class MaskDiTLoss:
         mask = self.make_mask(draws.mask_noise, mask_ratio)
         if labels is not None and self.null_label is not None:
             labels = drop_labels(labels, draws.label_drop, self.null_label)
-        repr_loss = torch.zeros_like(sigma)  # (N,)
-        if self.dispersive is not None:
-            denoised, z = net(noisy, sigma, labels, mask, draws.route_noise, repr_block=self.dispersive.block)
-            # Wang & He Eq. 5: one value per micro-batch, repeated so that the mean over samples adds λ·L_disp
-            repr_loss = self.dispersive(z).expand_as(sigma)  # (N,)
+        repr_loss, repr_weight = torch.zeros_like(sigma), 0.0  # (N,), its weight
+        if (block := self.repr_block()) is not None:
+            denoised, block_out = net(noisy, sigma, labels, mask, draws.route_noise, repr_block=block)
+            if self.dispersive is not None:
+                # Wang & He Eq. 5: one value per micro-batch, repeated so that the mean over samples adds λ·L_disp
+                repr_loss, repr_weight = self.dispersive(block_out.per_sample()).expand_as(sigma), self.dispersive.weight
+            else:  # SRA: the online block through the head against the EMA's later block at a lower σ
+                repr_loss = self.self_alignment(block_out, y, draws.noise, sigma, labels, draws.teacher_shift)
+                repr_weight = self.self_alignment.weight_now
         elif draws.route_noise is None:
             denoised = net(noisy, sigma, labels, mask)  # (N, C, H, W) float32
         else:  # TREAD: the loss stays the plain loss over all tokens (REFERENCE.md §5)
@@ -99,8 +114,10 @@ class MaskDiTLoss:
             # Importance weights multiply the whole objective, so E_q[ratio·(λℓ + w·MAE)] = E_p[λℓ + w·MAE].
             denoise, mae = ratio * denoise, ratio * mae
         total = denoise + self.mae_weight * mae
-        if self.dispersive is not None:
-            total = total + self.dispersive.weight * repr_loss  # a batch-level term: no p/q ratio applies to it
+        if self.repr_block() is not None:
+            # a regulariser beside the diffusion objective: the p/q ratio, which corrects that objective's
+            # σ-expectation, does not apply to it
+            total = total + repr_weight * repr_loss
         return LossTerms(total=total, denoise=denoise, mae=mae, sigma=sigma, raw_denoise=raw.detach(),
                          repr=repr_loss)
 

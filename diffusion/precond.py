@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from diffusion.ddpm_schedule import DDPMSchedule, fractional_timestep
+from models.maskdit import BlockTokens
 from models.masking import TokenMask
 
 
@@ -31,9 +32,9 @@ class EDMPrecond(nn.Module):
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None,
                 mask: TokenMask | None = None, route_noise: torch.Tensor | None = None,
-                repr_block: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                repr_block: int | None = None) -> torch.Tensor | tuple[torch.Tensor, BlockTokens]:
         """x (N, C, H, W) noisy input, σ (N,) or scalar -> denoised D (N, C, H, W) in float32; with `repr_block`
-        (transformer backbones) -> (D, that encoder block's representation (N, D'), models/maskdit.py).
+        (transformer backbones) -> (D, that encoder block's output tokens, models/maskdit.py BlockTokens).
         mask / route_noise: the training step's token masking and routing draws (the backbone's business)."""
         x = x.float()
         sigma = sigma.float().reshape(-1).expand(x.shape[0])  # (N,)
@@ -42,8 +43,17 @@ class EDMPrecond(nn.Module):
         if repr_block is None:
             f = self.backbone(c_in * x, c_noise.flatten(), labels, *token_draws)  # (N, C, H, W)
             return c_skip * x + c_out * f.float()
-        f, z = self.backbone(c_in * x, c_noise.flatten(), labels, mask, route_noise, repr_block)  # (N, C, H, W), (N, D')
-        return c_skip * x + c_out * f.float(), z
+        f, block_out = self.backbone(c_in * x, c_noise.flatten(), labels, mask, route_noise, repr_block)
+        return c_skip * x + c_out * f.float(), block_out
+
+    def block_tokens(self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None,
+                     block: int) -> torch.Tensor:
+        """x (N, C, H, W) noisy input, σ (N,) -> the output of encoder block `block` on every token (N, L, D),
+        with this preconditioning's input scaling and noise conditioning (transformer backbones)."""
+        x = x.float()
+        sigma = sigma.float().reshape(-1).expand(x.shape[0])  # (N,)
+        _, _, c_in, c_noise = self.scalings(sigma)  # (N,) each
+        return self.backbone.encode_to(c_in[:, None, None, None] * x, c_noise, labels, block)
 
 
 class VPPrecond(EDMPrecond):

@@ -22,6 +22,7 @@ class Draws:
     latent_noise: torch.Tensor | None = None  # (N, C, h, w) standard normal ε
     copy_choice: torch.Tensor | None = None  # (N,) uniform [0, 1): plain or flipped copy (shard reader)
     route_noise: torch.Tensor | None = None  # (N, L) uniform: TREAD's token routing (None when routing is off)
+    teacher_shift: torch.Tensor | None = None  # (N,) uniform: SRA's teacher time shift (None when SRA is off)
 
     def slice(self, start: int, count: int) -> "Draws":
         parts = (getattr(self, f.name) for f in fields(self))
@@ -33,9 +34,11 @@ def step_generator(seed: int, step: int, device) -> torch.Generator:
 
 
 def draw_step(strategy, generator: torch.Generator, batch_size: int, sample_shape: tuple[int, ...],
-              num_tokens: int, label_dropout: float, device, latent: bool = False, route: bool = False) -> Draws:
+              num_tokens: int, label_dropout: float, device, latent: bool = False, route: bool = False,
+              teacher: bool = False) -> Draws:
     """The global batch's draws for one optimizer step (batch_size = global batch). `latent`: also the
-    posterior ε and copy choice of latent data; `route`: also the token-routing noise.
+    posterior ε and copy choice of latent data; `route`: also the token-routing noise; `teacher`: also the time
+    shift of self-representation alignment's teacher (diffusion/self_alignment.py).
 
     σ is drawn last: strategies consume different amounts of random numbers (SpeeD's dual reflection, an
     adaptive proposal), and drawing them last keeps the noise, masks, label drops and latent draws of a seed
@@ -50,7 +53,9 @@ def draw_step(strategy, generator: torch.Generator, batch_size: int, sample_shap
     sigma = strategy.sample_sigma(batch_size, device, generator)  # (B,)
     # Routing draws come after σ, so a routed row shares every other draw with its unrouted twin.
     route_noise = torch.rand((batch_size, num_tokens), device=device, generator=generator) if route else None  # (B, L)
-    return Draws(sigma, noise, mask_noise, label_drop, latent_noise, copy_choice, route_noise)
+    # last of all, so a run with SRA shares every other draw with its twin without it (and routing's with SRA's)
+    teacher_shift = torch.rand(batch_size, device=device, generator=generator) if teacher else None  # (B,)
+    return Draws(sigma, noise, mask_noise, label_drop, latent_noise, copy_choice, route_noise, teacher_shift)
 
 
 def micro_batch_offset(round_idx: int, rank: int, num_ranks: int, batch_gpu: int) -> int:

@@ -5,6 +5,7 @@ noise: it maps (x_in, c_noise, labels, mask) to F; EDM scalings live in `diffusi
 """
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -49,6 +50,30 @@ class BackboneSpec:
     grad_checkpointing_every: int = 1  # of the chosen blocks, every k-th one (1 = each)
     residual_bf16: bool = False  # under bf16 autocast, keep the residual stream in bf16 (not fp32)
     route: RouteSpec = field(default_factory=RouteSpec)  # TREAD token routing through the encoder blocks
+
+
+class BlockTokens(NamedTuple):
+    """One encoder block's output as the block saw its tokens, for representation losses (diffusion/dispersive.py,
+    diffusion/self_alignment.py)."""
+
+    tokens: torch.Tensor  # (N, T_b, D)
+    positions: torch.Tensor | None  # (N, T_b) int64 grid index of each token; None: all L tokens in grid order
+
+    def per_sample(self) -> torch.Tensor:
+        """One vector per sample: flattened (N, L·D) when every token is in its place, else the mean over the tokens
+        each sample's block saw (N, D): under masking or routing the token sets differ between samples, and
+        position-by-position distances would compare unrelated patches."""
+        return self.tokens.flatten(1) if self.positions is None else self.tokens.mean(1)
+
+
+def token_positions(mask: TokenMask | None, route_ids: torch.Tensor | None) -> torch.Tensor | None:
+    """Grid positions of the tokens a block sees: the visible ones (mask.ids_keep (N, K)), further narrowed to the
+    routed ones inside TREAD's range (route_ids (N, R) index the tokens entering the range). None: all, in order."""
+    if mask is None:
+        return route_ids
+    if route_ids is None:
+        return mask.ids_keep
+    return torch.gather(mask.ids_keep, 1, route_ids)  # (N, R)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -162,11 +187,11 @@ class MaskDiT(nn.Module):
         return x
 
     def _run_encoder(self, x: torch.Tensor, c: torch.Tensor, route_noise: torch.Tensor | None,
-                     repr_block: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     mask: TokenMask | None, repr_block: int | None) -> tuple[torch.Tensor, BlockTokens | None]:
         """The encoder blocks, with TREAD routing (models/routing.py) when route_noise is given: blocks start..end
         see only the routed tokens; the bypassing ones re-enter after block end with their activations from the
-        input of block start. -> (output (N, T, D), the output of block `repr_block` as that block saw its tokens,
-        (N, T_b, D), or None)."""
+        input of block start. -> (output (N, T, D), block `repr_block`'s output as that block saw its tokens, or
+        None)."""
         route = self.spec.route
         routed = route_noise is not None and self.training and route.ratio > 0
         start, end = (route.start, route.resolved_end(self.spec.depth)) if routed else (-1, -1)
@@ -177,18 +202,28 @@ class MaskDiT(nn.Module):
                 full, x = x, take(x, ids)  # (N, R, D)
             x = self._run_block(block, x, c, self._checkpointed("encoder", i))
             if i == repr_block:
-                captured = x  # (N, T_b, D) before put_back: inside the routed range, the routed tokens only
+                captured = BlockTokens(x, token_positions(mask, ids if start <= i <= end else None))
             if i == end:
                 x = put_back(full, x, ids)  # (N, T, D)
         return x, captured
 
-    def representation(self, block_out: torch.Tensor) -> torch.Tensor:
-        """A block's output (N, T_b, D) -> one vector per sample for representation losses (diffusion/dispersive.py):
-        flattened (N, L·D) when the block saw all L tokens in their places, else the mean over the tokens each
-        sample's block saw (N, D) (masked encoder, routed block: the token sets differ between samples)."""
-        if block_out.shape[1] == self.num_tokens:
-            return block_out.flatten(1)  # (N, L·D)
-        return block_out.mean(1)  # (N, D)
+    def embed(self, x_in: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor | None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (the encoder's input tokens (N, L, D), the conditioning (N, D))."""
+        x = self._residual(self.patch_embed(x_in).flatten(2).transpose(1, 2) + self.pos_embed)  # (N, L, D)
+        c = self.noise_embed(c_noise)  # (N, D)
+        if self.label_embed is not None:
+            c = c + self.label_embed(labels)  # (N, D)
+        return x, c
+
+    def encode_to(self, x_in: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor | None,
+                  block: int) -> torch.Tensor:
+        """The output of encoder block `block` (0-based) on every token, running no block after it: (N, L, D).
+        The target network of self-representation alignment (diffusion/self_alignment.py) needs nothing more."""
+        x, c = self.embed(x_in, c_noise, labels)
+        for block_module in self.blocks[:block + 1]:
+            x = block_module(x, c)  # (N, L, D)
+        return x
 
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
         """The residual stream's dtype. By default whatever the fp32 positional tables make it (fp32). With
@@ -201,21 +236,18 @@ class MaskDiT(nn.Module):
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor | None,
                 mask: TokenMask | None = None, route_noise: torch.Tensor | None = None,
-                repr_block: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                repr_block: int | None = None) -> torch.Tensor | tuple[torch.Tensor, "BlockTokens"]:
         """x_in (N, C, H, W), c_noise (N,), labels (N,) int or None -> F (N, C, H, W); with `repr_block` (a 0-based
-        encoder block index) -> (F, that block's representation (N, D'), see `representation`).
+        encoder block index) -> (F, that block's output tokens and where they sit, BlockTokens).
 
         `mask` drops tokens before the encoder (training only); None runs on all tokens. `route_noise` (N, L)
         uniform selects the tokens that take the routed blocks when model.route.ratio > 0 — in training mode
         only: eval and sampling run every token through every block.
         """
-        x = self._residual(self.patch_embed(x_in).flatten(2).transpose(1, 2) + self.pos_embed)  # (N, L, D)
-        c = self.noise_embed(c_noise)  # (N, D)
-        if self.label_embed is not None:
-            c = c + self.label_embed(labels)  # (N, D)
+        x, c = self.embed(x_in, c_noise, labels)  # (N, L, D), (N, D)
         if mask is not None:
             x = keep_tokens(x, mask.ids_keep)  # (N, K, D)
-        x, block_out = self._run_encoder(x, c, route_noise, repr_block)  # (N, K, D)
+        x, block_out = self._run_encoder(x, c, route_noise, mask, repr_block)  # (N, K, D)
         if self.spec.use_decoder:
             x = self.decoder_embed(x, c)  # (N, K, Dd)
             if mask is not None:
@@ -230,4 +262,4 @@ class MaskDiT(nn.Module):
             raise ValueError("masked training needs the decoder (model.use_decoder: true)")
         x = self.final_layer(x, c)  # (N, L, p*p*C)
         out = unpatchify(x, self.spec.patch_size, self.spec.in_channels)  # (N, C, H, W)
-        return out if repr_block is None else (out, self.representation(block_out))
+        return out if repr_block is None else (out, block_out)

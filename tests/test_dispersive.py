@@ -84,9 +84,10 @@ def test_each_variant_hands_over_the_chosen_blocks_output(model, mask_ratio, blo
     net.backbone.blocks[block].register_forward_hook(lambda mod, args, out: seen.setdefault("out", out))
     x = torch.randn(4, 3, 8, 8)
     sigma, labels = torch.full((4,), 0.7), torch.tensor([0, 1, 2, 3])
-    denoised, z = net(x, sigma, labels, mask, draws.route_noise, repr_block=block)
+    denoised, block_out = net(x, sigma, labels, mask, draws.route_noise, repr_block=block)
     out = seen["out"]  # (N, T_b, D) as the block emitted it
-    assert torch.equal(z, out.mean(1) if pooled else out.flatten(1))
+    assert torch.equal(block_out.tokens, out) and (block_out.positions is not None) == pooled
+    assert torch.equal(block_out.per_sample(), out.mean(1) if pooled else out.flatten(1))
     assert out.shape[1] < 16 if pooled else out.shape[1] == 16
     assert torch.equal(denoised, net(x, sigma, labels, mask, draws.route_noise))  # the output is unchanged
 
@@ -123,10 +124,10 @@ def test_the_training_forward_with_the_term_compiles_whole(model, mask_ratio, ro
 
 
 @pytest.mark.parametrize("override,message", [
-    ("loss.repr.kind=contrastive", "loss.repr.kind: 'contrastive' is not one of none | dispersive"),
-    ("loss.repr.temperature=0", "loss.repr.temperature: 0.0 must be a finite number > 0"),
-    ("loss.repr.weight=-1", "loss.repr.weight: -1.0 must be a finite number ≥ 0"),
-    ("loss.repr.block_fraction=1.5", "loss.repr.block_fraction: 1.5 must be in (0, 1]"),
+    ("loss.repr.kind=contrastive", "loss.repr.kind: 'contrastive' is not one of none | dispersive | sra"),
+    ("loss.repr.dispersive.temperature=0", "loss.repr.dispersive.temperature: 0.0 must be a finite number > 0"),
+    ("loss.repr.dispersive.weight=-1", "loss.repr.dispersive.weight: -1.0 must be a finite number ≥ 0"),
+    ("loss.repr.dispersive.block_fraction=1.5", "loss.repr.dispersive.block_fraction: 1.5 must be in (0, 1]"),
     ("train.batch_gpu=1", "needs ≥ 2 per process"),
     ("model.arch=ddpm_unet", "model.arch ddpm_unet has none"),
 ])
@@ -140,6 +141,6 @@ def test_bad_settings_are_one_line_naming_the_key(override, message):
 
 def test_a_tiny_run_trains_with_it_and_logs_the_term(tmp_path, tiny_fmnist):
     run_dir = tmp_path / "disp"
-    train_tiny(run_dir, tiny_fmnist, "loss.repr.kind=dispersive", "loss.repr.block_fraction=1.0")
+    train_tiny(run_dir, tiny_fmnist, "loss.repr.kind=dispersive", "loss.repr.dispersive.block_fraction=1.0")
     rows = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["loss_dispersive"]) and r["loss_dispersive"] <= 0 for r in rows)

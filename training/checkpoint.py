@@ -72,6 +72,7 @@ class TrainedParts:
     optimizer: torch.optim.Optimizer
     strategy: object  # a NoiseLevelStrategy (diffusion/strategies): its learned state, if any
     power_emas: PowerEMAs | None = None  # post-hoc EMA's tracked power-function EMAs (train.posthoc_ema)
+    self_alignment: torch.nn.Module | None = None  # SRA's projection head (loss.repr.kind sra), trained and saved
 
 
 def training_state(parts: TrainedParts, scaler, data_position: dict, progress: Progress, rng_per_rank: list,
@@ -81,7 +82,8 @@ def training_state(parts: TrainedParts, scaler, data_position: dict, progress: P
             "strategy": parts.strategy.state_dict(), "data": data_position, "rng": rng_per_rank,
             "cur_nimg": progress.cur_nimg, "step": progress.step, "train_seconds": progress.train_seconds,
             "config": to_dict(cfg), "param_checksums": checksum_per_rank,
-            "posthoc_ema": parts.power_emas.state_dict() if parts.power_emas is not None else None}
+            "posthoc_ema": parts.power_emas.state_dict() if parts.power_emas is not None else None,
+            "self_alignment": parts.self_alignment.state_dict() if parts.self_alignment is not None else None}
 
 
 def snapshot_meta(cfg: Config, decode_info: dict, progress: Progress) -> dict:
@@ -106,6 +108,11 @@ def restore(loaded: Loaded, parts: TrainedParts, scaler, progress: Progress) -> 
     where = loaded.directory
     load_matching(parts.net, loaded.net_state, f"resume from {where}")
     load_matching(parts.ema.net, loaded.ema_state, f"resume from {where} (EMA)")
+    saved_head = loaded.state.get("self_alignment")  # absent in checkpoints of older versions
+    if (saved_head is None) != (parts.self_alignment is None):
+        started = "with" if saved_head is not None else "without"
+        raise CheckpointError(f"{where}: this run was started {started} loss.repr.kind sra, whose projection head "
+                              "trains with the optimizer: resume with the kind it started with, or start a new run")
     parts.optimizer.load_state_dict(loaded.state["optimizer"])
     if parts.power_emas is not None:
         if loaded.state.get("posthoc_ema") is None:
@@ -117,11 +124,17 @@ def restore(loaded: Loaded, parts: TrainedParts, scaler, progress: Progress) -> 
         except KeyError as err:
             raise CheckpointError(f"{where}: {err.args[0]}; train.posthoc_ema.sigma_rels must stay as the run "
                                   "started") from None
+    restore_self_alignment(loaded, parts)
     parts.strategy.load_state_dict(loaded.state["strategy"])
     if loaded.state.get("scaler") is not None and scaler is not None:
         scaler.load_state_dict(loaded.state["scaler"])
     progress.cur_nimg, progress.step = loaded.state["cur_nimg"], loaded.state["step"]
     progress.train_seconds = loaded.state.get("train_seconds", 0.0)  # absent in checkpoints of older versions
+
+
+def restore_self_alignment(loaded: Loaded, parts: TrainedParts) -> None:
+    if parts.self_alignment is not None:
+        parts.self_alignment.load_state_dict(loaded.state["self_alignment"])
 
 
 def restore_rng_of_rank(state: dict, process_index: int, num_processes: int) -> bool:

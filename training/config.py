@@ -76,13 +76,35 @@ class DiffusionConfig:
 
 
 @dataclass
-class ReprConfig:
-    """A representation loss on one encoder block's output, besides the diffusion loss (diffusion/dispersive.py)."""
+class DispersiveConfig:
+    """Dispersive loss (Wang & He 2025; diffusion/dispersive.py); defaults: the authors' settings."""
 
-    kind: str = "none"  # none | dispersive (Wang & He 2025, InfoNCE-L2 variant)
-    weight: float = 0.5  # λ: total = diffusion loss + λ·L_disp (the authors' 0.5; their PyTorch port 0.25)
-    temperature: float = 0.5  # τ (the authors' 0.5; the port 1)
-    block_fraction: float = 0.25  # the output of encoder block round(fraction × depth), from 1 (authors: depth // 4)
+    weight: float = 0.5  # λ: total = diffusion loss + λ·L_disp (their PyTorch port: 0.25)
+    temperature: float = 0.5  # τ (the port: 1)
+    block_fraction: float = 0.25  # the output of encoder block round(fraction × depth), from 1: depth // 4
+
+
+@dataclass
+class SelfAlignmentConfig:
+    """Self-representation alignment (SRA, arXiv 2505.02831; diffusion/self_alignment.py); defaults: the authors'
+    SiT-XL/2 ImageNet-256 settings."""
+
+    weight: float = 0.2  # of the smooth-L1 alignment term, before the late decay
+    student_block_fraction: float = 8 / 28  # the online network's block (8 of 28), through the projection head
+    teacher_block_fraction: float = 20 / 28  # the EMA network's block (20 of 28)
+    max_time_shift: float = 0.2  # the teacher's time t' = t − U(0, max) on the linear path t = σ / (1 + σ)
+    smooth_l1_beta: float = 0.05
+    decay_start_kimg: float = 192_175  # 150 ImageNet epochs (1,281,167 images each): then 10× smaller per
+    decay_kimg: float = 1_281_167  # this many kimg (1000 epochs)
+
+
+@dataclass
+class ReprConfig:
+    """A representation loss beside the diffusion loss, computed from the network itself (issue #30)."""
+
+    kind: str = "none"  # none | dispersive | sra
+    dispersive: DispersiveConfig = field(default_factory=DispersiveConfig)
+    sra: SelfAlignmentConfig = field(default_factory=SelfAlignmentConfig)
 
 
 @dataclass
@@ -217,29 +239,39 @@ def validate(cfg: Config) -> None:
     check_repr_loss(cfg)
 
 
-REPR_KINDS = ("none", "dispersive")
+REPR_KINDS = ("none", "dispersive", "sra")
 
 
 def check_repr_loss(cfg: "Config") -> None:
-    """loss.repr: a known kind, λ ≥ 0, τ > 0, a block fraction in (0, 1], a transformer backbone, and a
-    micro-batch of ≥ 2 samples where it is known here (train.batch_gpu, else train.batch_size; the trainer checks
-    the per-process micro-batch once the number of processes is known)."""
+    """loss.repr: a known kind with valid parameters, a transformer backbone, and a micro-batch of ≥ 2 samples for
+    the dispersive loss where it is known here (train.batch_gpu, else train.batch_size; the trainer checks the
+    per-process micro-batch once the number of processes is known)."""
     rep = cfg.loss.repr
     if rep.kind not in REPR_KINDS:
         raise ConfigError(f"loss.repr.kind: {rep.kind!r} is not one of {' | '.join(REPR_KINDS)}")
-    if not (math.isfinite(rep.weight) and rep.weight >= 0):
-        raise ConfigError(f"loss.repr.weight: {rep.weight} must be a finite number ≥ 0")
-    if not (math.isfinite(rep.temperature) and rep.temperature > 0):
-        raise ConfigError(f"loss.repr.temperature: {rep.temperature} must be a finite number > 0")
-    if not 0 < rep.block_fraction <= 1:
-        raise ConfigError(f"loss.repr.block_fraction: {rep.block_fraction} must be in (0, 1]")
+    disp, sra = rep.dispersive, rep.sra
+    checks = [("dispersive.weight", disp.weight, disp.weight >= 0, "a finite number ≥ 0"),
+              ("dispersive.temperature", disp.temperature, disp.temperature > 0, "a finite number > 0"),
+              ("dispersive.block_fraction", disp.block_fraction, 0 < disp.block_fraction <= 1, "in (0, 1]"),
+              ("sra.weight", sra.weight, sra.weight >= 0, "a finite number ≥ 0"),
+              ("sra.student_block_fraction", sra.student_block_fraction, 0 < sra.student_block_fraction <= 1,
+               "in (0, 1]"),
+              ("sra.teacher_block_fraction", sra.teacher_block_fraction, 0 < sra.teacher_block_fraction <= 1,
+               "in (0, 1]"),
+              ("sra.max_time_shift", sra.max_time_shift, 0 <= sra.max_time_shift <= 1, "in [0, 1]"),
+              ("sra.smooth_l1_beta", sra.smooth_l1_beta, sra.smooth_l1_beta > 0, "a finite number > 0"),
+              ("sra.decay_start_kimg", sra.decay_start_kimg, sra.decay_start_kimg >= 0, "a finite number ≥ 0"),
+              ("sra.decay_kimg", sra.decay_kimg, sra.decay_kimg > 0, "a finite number > 0")]
+    for key, value, ok, allowed in checks:
+        if not (math.isfinite(value) and ok):
+            raise ConfigError(f"loss.repr.{key}: {value} must be {allowed}")
     if rep.kind == "none":
         return
     if cfg.model.arch not in ARCHS:
         raise ConfigError(f"loss.repr.kind {rep.kind} reads a transformer block's output; model.arch "
                           f"{cfg.model.arch} has none: use loss.repr.kind none")
-    if (cfg.train.batch_gpu or cfg.train.batch_size) < 2:
-        raise ConfigError(f"loss.repr.kind {rep.kind} compares the samples of a micro-batch: it needs ≥ 2 per "
+    if rep.kind == "dispersive" and (cfg.train.batch_gpu or cfg.train.batch_size) < 2:
+        raise ConfigError("loss.repr.kind dispersive compares the samples of a micro-batch: it needs ≥ 2 per "
                           "process (train.batch_gpu / train.batch_size)")
 
 

@@ -21,6 +21,7 @@ from dataio.image_io import grid_image, save_png_atomic, to_uint8
 from dataio.training_data import TrainingData, build_training_data, check_matches_model
 from diffusion.dispersive import Dispersive, repr_block_index
 from diffusion.loss import MaskDiTLoss
+from diffusion.self_alignment import SelfAlignment, alignment_weight
 from diffusion.mask_schedule import mask_ratio_at
 from diffusion.generation import generate, labels_for_seeds
 from diffusion.step_draws import draw_step, micro_batch_offset, step_generator
@@ -92,11 +93,12 @@ def make_accelerator(cfg: Config, run_dir: Path) -> Accelerator:
     return accelerator
 
 
-def make_optimizer(net: torch.nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(params: list[torch.nn.Parameter], cfg: Config, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW over the network's parameters (then those of SRA's projection head, when it trains one)."""
     o = cfg.optim
     fused = device.type == "cuda"
-    return torch.optim.AdamW(net.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
-                             weight_decay=o.weight_decay, fused=fused)
+    return torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay,
+                             fused=fused)
 
 
 def attach_optimal_loss(strategy, data_cfg, log: RunLog, max_latents: int = 8192) -> None:
@@ -128,6 +130,7 @@ class Trainer:
         self.cfg, self.accelerator, self.objective, self.parts = cfg, accelerator, objective, parts
         self.train_objective = compiled_forward(objective, accelerator, cfg)
         self.net, self.ema, self.optimizer, self.strategy = parts.net, parts.ema, parts.optimizer, parts.strategy
+        self.self_alignment = parts.self_alignment
         self.power_emas = parts.power_emas
         self.loss_fn = accelerator.unwrap_model(objective).loss
         self.data, self.batches = data, data.batches
@@ -147,11 +150,16 @@ class Trainer:
         gen = step_generator(self.cfg.train.seed, step, dev)
         return draw_step(self.strategy, gen, self.cfg.train.batch_size, (m.in_channels, m.resolution, m.resolution),
                          self.loss_fn.num_tokens, m.label_dropout if m.num_classes else 0.0, dev,
-                         latent=self.data.decode_info["space"] == "latent", route=m.route.ratio > 0)
+                         latent=self.data.decode_info["space"] == "latent", route=m.route.ratio > 0,
+                         teacher=self.cfg.loss.repr.kind == "sra")
 
     def step(self, progress: Progress, mask_ratio: float) -> None:
         acc = self.accelerator
         step_draws = self.draws(progress.step)
+        if self.self_alignment is not None:
+            sra = self.cfg.loss.repr.sra
+            self.self_alignment.set_weight(alignment_weight(sra.weight, progress.cur_nimg / 1000, sra.decay_start_kimg,
+                                                            sra.decay_kimg))
         fetched = []  # this step's micro-batches (images, labels, draws), kept for a compile fallback's replay
         for round_idx in range(self.accum_rounds):
             offset = micro_batch_offset(round_idx, acc.process_index, acc.num_processes, self.batch_gpu)
@@ -242,7 +250,7 @@ class Trainer:
         means = {"loss": sums[0].item() / count, "loss_denoise": sums[1].item() / count,
                  "loss_mae": sums[2].item() / count}
         if self.cfg.loss.repr.kind != "none":
-            means[f"loss_{self.cfg.loss.repr.kind}"] = sums[3].item() / count  # L_disp, before its weight λ
+            means[f"loss_{self.cfg.loss.repr.kind}"] = sums[3].item() / count  # the term before its weight
         return means
 
 
@@ -362,11 +370,24 @@ def build_model_parts(cfg: Config, device, log=print) -> TrainedParts:
     ema = EMA(net)  # before any fp8 conversion: the EMA copy stays in plain linears
     if cfg.train.fp8:
         log(f"train.fp8: {convert_to_fp8(net)} block linears train in float8 (torchao)")
-    optimizer = make_optimizer(net, cfg, device)
+    self_alignment = build_self_alignment(cfg, device)
+    head = list(self_alignment.parameters()) if self_alignment is not None else []
+    optimizer = make_optimizer([*net.parameters(), *head], cfg, device)
     strategy = build_strategy(cfg.diffusion.strategy.name, dict(cfg.diffusion.strategy.params), cfg.model.sigma_data)
     sigma_rels = cfg.train.posthoc_ema.sigma_rels
     power_emas = PowerEMAs(net, sigma_rels) if sigma_rels else None
-    return TrainedParts(net, ema, optimizer, strategy, power_emas)
+    return TrainedParts(net, ema, optimizer, strategy, power_emas, self_alignment)
+
+
+def build_self_alignment(cfg: Config, device) -> SelfAlignment | None:
+    """loss.repr.kind sra (diffusion/self_alignment.py): its projection head, freshly initialised, or None."""
+    if cfg.loss.repr.kind != "sra":
+        return None
+    sra, depth = cfg.loss.repr.sra, encoder_depth(cfg)
+    width = cfg.model.width or ARCHS[cfg.model.arch][1]
+    return SelfAlignment(width, repr_block_index(sra.student_block_fraction, depth),
+                         repr_block_index(sra.teacher_block_fraction, depth), sra.max_time_shift, sra.smooth_l1_beta,
+                         sra.weight).to(device)
 
 
 def assemble_trainer(cfg: Config, accelerator: Accelerator, parts: TrainedParts, data: TrainingData,
@@ -374,24 +395,30 @@ def assemble_trainer(cfg: Config, accelerator: Accelerator, parts: TrainedParts,
     """Wrap the built (and possibly restored) parts into the objective, prepare it (DDP, autocast) and return
     the Trainer (which compiles it when asked). benchmarks/throughput.py times exactly this Trainer's step."""
     spec = parts.net.backbone.spec
+    if parts.self_alignment is not None:
+        parts.self_alignment.attach_teacher(parts.ema.net)  # the classic EMA is SRA's teacher
     loss_fn = MaskDiTLoss(spec.patch_size, (spec.resolution // spec.patch_size) ** 2, cfg.mask.mae_weight,
-                          spec.num_classes if spec.num_classes else None, build_dispersive(cfg, layout))
+                          spec.num_classes if spec.num_classes else None, build_dispersive(cfg, layout),
+                          parts.self_alignment)
     objective = TrainingObjective(parts.net, loss_fn, parts.strategy.to(accelerator.device))
     objective, optimizer = accelerator.prepare(objective, parts.optimizer)
     return Trainer(cfg, accelerator, objective, dataclasses.replace(parts, optimizer=optimizer), data, layout)
 
 
+def encoder_depth(cfg: Config) -> int:
+    return cfg.model.depth or ARCHS[cfg.model.arch][0]
+
+
 def build_dispersive(cfg: Config, layout: BatchLayout) -> Dispersive | None:
     """loss.repr (diffusion/dispersive.py) for this run, or None; refuses a per-process micro-batch below 2, where
     no pair of samples exists to disperse (the config check cannot know the number of processes)."""
-    rep = cfg.loss.repr
-    if rep.kind == "none":
+    if cfg.loss.repr.kind != "dispersive":
         return None
     if layout.batch_gpu < 2:
-        raise ConfigError(f"loss.repr.kind {rep.kind}: the per-process micro-batch is {layout.batch_gpu}; it needs "
+        raise ConfigError(f"loss.repr.kind dispersive: the per-process micro-batch is {layout.batch_gpu}; it needs "
                           "≥ 2 samples to compare (raise train.batch_gpu or use fewer processes)")
-    depth = cfg.model.depth or ARCHS[cfg.model.arch][0]
-    return Dispersive(rep.weight, rep.temperature, repr_block_index(rep.block_fraction, depth))
+    disp = cfg.loss.repr.dispersive
+    return Dispersive(disp.weight, disp.temperature, repr_block_index(disp.block_fraction, encoder_depth(cfg)))
 
 
 def compiled_forward(objective, accelerator: Accelerator, cfg: Config) -> CompiledForward:

@@ -22,6 +22,9 @@ class TrainingObjective(nn.Module):
         self.net = net  # the preconditioned network (diffusion/precond.py); the only parameters
         self.loss = loss
         self.strategy = strategy  # tensors on the device (NoiseLevelStrategy.to), read inside the graph
+        # SRA's projection head (loss.repr.kind sra) trains with the network: registered here, so DDP reduces
+        # its gradients and autocast covers it; None otherwise
+        self.self_alignment = loss.self_alignment
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None, draws: Draws,
                 mask_ratio: float) -> LossTerms:

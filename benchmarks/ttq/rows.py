@@ -60,12 +60,16 @@ ROWS = {
     "maskdit_bf16": Row("MaskDiT + EDM, bf16 autocast", ["train.mixed_precision=bf16"]),
     "maskdit_bf16_residual": Row("MaskDiT + EDM, bf16 autocast + bf16 residual stream", [
         "train.mixed_precision=bf16", "model.residual_bf16=true"]),
-    # Representation regularization (issue #30; diffusion/dispersive.py): the authors' settings (λ 0.5, τ 0.5, the
-    # output of encoder block depth // 4), on the reference, on DiT as the paper trains it, and on the best strategy
+    # Representation regularization (issue #30): the dispersive loss (diffusion/dispersive.py; λ 0.5, τ 0.5, encoder
+    # block depth // 4) and SRA (diffusion/self_alignment.py; the authors' SiT-XL settings scaled by depth), each on
+    # the reference, on DiT as the papers train it, and on the best strategy
     "maskdit_dispersive": Row("MaskDiT + EDM + dispersive loss", ["loss.repr.kind=dispersive"]),
     "dit_dispersive": Row("DiT + EDM + dispersive loss", [*DIT, "loss.repr.kind=dispersive"]),
     "maskdit_min_snr_dispersive": Row("MaskDiT + Min-SNR-5 + dispersive loss", [
         "diffusion.strategy.name=min_snr", "loss.repr.kind=dispersive"]),
+    "maskdit_sra": Row("MaskDiT + EDM + SRA", ["loss.repr.kind=sra"]),
+    "dit_sra": Row("DiT + EDM + SRA", [*DIT, "loss.repr.kind=sra"]),
+    "maskdit_min_snr_sra": Row("MaskDiT + Min-SNR-5 + SRA", ["diffusion.strategy.name=min_snr", "loss.repr.kind=sra"]),
     "unet_ddpm": Row("U-Net DDPM (ε, uniform t)", [
         "model.arch=ddpm_unet", "model.precond=vp", "mask.ratio=0", "model.unet_channels=32",
         "diffusion.strategy.name=ddpm_uniform", "optim.lr=2e-4", "optim.grad_clip=1"],
@@ -86,7 +90,8 @@ CLAIM_PAIRS = (("dit_speed", "dit_ddpm"), ("dit_min_snr", "dit_ddpm"), ("dit_tre
                ("maskdit_tread", "maskdit_edm"), ("maskdit_bf16_residual", "maskdit_bf16"),
                ("unet_ddpm", "unet_ddpm_noclip"), ("maskdit_min_snr_uniform", "maskdit_min_snr"),
                ("dit_min_snr", "maskdit_min_snr_uniform"), ("dit_min_snr", "maskdit_min_snr"),
-               ("dit_dispersive", "dit_edm"), ("maskdit_min_snr_dispersive", "maskdit_min_snr"))
+               ("dit_dispersive", "dit_edm"), ("maskdit_min_snr_dispersive", "maskdit_min_snr"),
+               ("dit_sra", "dit_edm"), ("maskdit_min_snr_sra", "maskdit_min_snr"), ("maskdit_sra", "maskdit_dispersive"))
 # the rows of the README's short table: the reference, the claims that resolved, and the papers' own claims
 SUMMARY_ROWS = ("maskdit_edm", "maskdit_min_snr", "maskdit_min_snr_importance", "dit_edm", "dit_min_snr", "dit_tread")
 # the plot's panels (small multiples, ≤ 6 lines each): one family of rows per column
@@ -95,8 +100,9 @@ PLOT_FAMILIES = {
                                         "maskdit_min_snr_importance", "maskdit_min_snr_excess"),
     "DiT: the papers' own claims": ("dit_edm", "dit_ddpm", "dit_speed", "dit_min_snr"),
     "Token routing (TREAD) and masking": ("maskdit_edm", "maskdit_tread", "dit_edm", "dit_tread"),
-    "Representation regularization": ("maskdit_edm", "maskdit_dispersive", "dit_edm", "dit_dispersive",
-                                      "maskdit_min_snr", "maskdit_min_snr_dispersive"),
+    "Representation regularization, MaskDiT": ("maskdit_edm", "maskdit_dispersive", "maskdit_sra", "maskdit_min_snr",
+                                               "maskdit_min_snr_dispersive", "maskdit_min_snr_sra"),
+    "Representation regularization, DiT": ("dit_edm", "dit_dispersive", "dit_sra"),
 }
 # the speed-ups the papers claim, in training iterations to the baseline's FID (REFERENCE.md §2, §5): SpeeD ~3×
 # and Min-SNR-γ 3.4× over uniform-t DDPM, TREAD 14× over DiT (at 400K iterations)
