@@ -1,7 +1,7 @@
 """Dispersive loss (Wang & He 2025, "Diffuse and Disperse", arXiv 2506.09027): a regulariser that spreads one
 block's representations of a batch apart in the hidden space, with no positive pairs and no parameters.
 
-The InfoNCE-L2 variant the authors train with (their Eq. 5 and released code): with z_i the representation of
+The InfoNCE-L2 variant the authors train with (their paper and released code): with z_i the representation of
 sample i flattened to D' numbers,
 
     L_disp = log mean_{i,j} exp(−‖z_i − z_j‖² / (τ·D'))
@@ -37,7 +37,7 @@ def dispersive_loss(z: torch.Tensor, temperature: float) -> torch.Tensor:
     z = z.float().flatten(1)  # (N, D')
     n, dim = z.shape
     sq_norm = z.square().sum(1)  # (N,)
-    # Wang & He Eq. 5 (InfoNCE-L2 variant): D_ij = ‖z_i − z_j‖² / D', the full matrix with its zero diagonal
+    # Wang & He 2025, InfoNCE-L2 variant: D_ij = ‖z_i − z_j‖² / D', the full matrix with its zero diagonal
     dist = (sq_norm[:, None] + sq_norm[None, :] - 2 * (z @ z.T)).clamp_min(0) / dim  # (N, N)
     dist = dist * (1 - torch.eye(n, device=z.device, dtype=z.dtype))  # exact zeros on the diagonal, i = j
     return torch.logsumexp(-dist.flatten() / temperature, 0) - math.log(n * n)

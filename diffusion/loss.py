@@ -91,8 +91,9 @@ class MaskDiTLoss:
         if (block := self.repr_block()) is not None:
             denoised, block_out = net(noisy, sigma, labels, mask, draws.route_noise, repr_block=block)
             if self.dispersive is not None:
-                # Wang & He Eq. 5: one value per micro-batch, repeated so that the mean over samples adds λ·L_disp
-                repr_loss, repr_weight = self.dispersive(block_out.per_sample()).expand_as(sigma), self.dispersive.weight
+                # Wang & He 2025 (InfoNCE-L2): one value per micro-batch, repeated so the sample mean adds λ·L_disp
+                repr_loss = self.dispersive(block_out.per_sample()).expand_as(sigma)  # (N,)
+                repr_weight = self.dispersive.weight
             else:  # SRA: the online block through the head against the EMA's later block at a lower σ
                 repr_loss = self.self_alignment(block_out, y, draws.noise, sigma, labels, draws.teacher_shift)
                 repr_weight = self.self_alignment.weight_now

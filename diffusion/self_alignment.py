@@ -100,7 +100,8 @@ class SelfAlignment(nn.Module):
         with torch.no_grad():
             sigma_teacher = teacher_sigma(sigma, shift, self.max_time_shift)  # (N,)
             noisy_teacher = clean + noise * sigma_teacher[:, None, None, None]  # (N, C, H, W), the student's ε
-            target = self.teacher.net.block_tokens(noisy_teacher, sigma_teacher, labels, self.teacher_block)  # (N, L, D)
+            target = self.teacher.net.block_tokens(noisy_teacher, sigma_teacher, labels, self.teacher_block)
+            # target: (N, L, D), the teacher block's output on every token
             if student.positions is not None:  # the teacher's tokens where the student's block saw its own
                 index = student.positions[..., None].expand(-1, -1, target.shape[-1])  # (N, T_s, D)
                 target = torch.gather(target, 1, index)  # (N, T_s, D)

@@ -27,7 +27,8 @@ TINY = dict(arch="S", resolution=8, in_channels=3, patch_size=2, num_classes=4, 
 def test_the_teacher_level_follows_the_linear_path_by_hand():
     sigma = torch.tensor([1.0, 1.0, 3.0, 0.01])
     shift = torch.tensor([0.5, 0.0, 1.0, 1.0])
-    # σ 1 -> t 0.5; t' = 0.5 − 0.2·0.5 = 0.4 -> σ' = 0.4 / 0.6. No shift: σ' = σ. σ 3 -> t 0.75 -> t' 0.55 -> 0.55 / 0.45.
+    # σ 1 -> t 0.5; t' = 0.5 − 0.2·0.5 = 0.4 -> σ' = 0.4 / 0.6. No shift: σ' = σ.
+    # σ 3 -> t 0.75 -> t' 0.55 -> 0.55 / 0.45.
     # σ 0.01 -> t < 0.2 -> t' = 0 -> the EDM floor
     expected = [0.4 / 0.6, 1.0, 0.55 / 0.45, TEACHER_SIGMA_MIN]
     assert teacher_sigma(sigma, shift, 0.2).tolist() == pytest.approx(expected, rel=1e-6)

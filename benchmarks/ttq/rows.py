@@ -69,7 +69,8 @@ ROWS = {
         "diffusion.strategy.name=min_snr", "loss.repr.kind=dispersive"]),
     "maskdit_sra": Row("MaskDiT + EDM + SRA", ["loss.repr.kind=sra"]),
     "dit_sra": Row("DiT + EDM + SRA", [*DIT, "loss.repr.kind=sra"]),
-    "maskdit_min_snr_sra": Row("MaskDiT + Min-SNR-5 + SRA", ["diffusion.strategy.name=min_snr", "loss.repr.kind=sra"]),
+    "maskdit_min_snr_sra": Row("MaskDiT + Min-SNR-5 + SRA", [
+        "diffusion.strategy.name=min_snr", "loss.repr.kind=sra"]),
     "unet_ddpm": Row("U-Net DDPM (ε, uniform t)", [
         "model.arch=ddpm_unet", "model.precond=vp", "mask.ratio=0", "model.unet_channels=32",
         "diffusion.strategy.name=ddpm_uniform", "optim.lr=2e-4", "optim.grad_clip=1"],
