@@ -315,3 +315,17 @@ def test_eval_noise_decomposition_by_hand():
     assert out["eval_share_of_variance"] == pytest.approx(eval_var / total_var)
     assert ttq_eval_noise.replicate_eval_seed(7, 0) == 7  # replicate 0 is the protocol's own evaluation
     assert len({ttq_eval_noise.replicate_eval_seed(s, r) for s in range(100) for r in range(1, 10)}) == 900
+
+
+def test_each_row_keeps_one_colour_across_the_plots_panels():
+    colours = ttq_report.row_colours({title: list(names) for title, names in ttq_rows.PLOT_FAMILIES.items()})
+    assert set(colours) == {n for names in ttq_rows.PLOT_FAMILIES.values() for n in names}
+    for names in ttq_rows.PLOT_FAMILIES.values():
+        assert len({colours[n] for n in names}) == len(names)  # distinct within a panel
+    assert colours[ttq_rows.REFERENCE_ROW] == ttq_report.PALETTE[0]  # the reference is black wherever it appears
+    assert list(colours.values()).count(ttq_report.PALETTE[0]) == 1  # and no other row is
+
+
+def test_a_panel_that_repeats_drawn_rows_is_left_out():
+    drawn = ttq_report.drawn_families({"a": ["x", "y"], "b": ["x", "y"], "c": ["x"], "d": ["y", "z"]})
+    assert list(drawn) == ["a", "d"]

@@ -255,16 +255,17 @@ def plot(summary: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib import ticker
 
-    families = {title: [n for n in names if n in summary["rows"]] for title, names in PLOT_FAMILIES.items()}
-    families = {title: names for title, names in families.items() if len(names) > 1}  # a comparison needs two
+    with_results = {title: [n for n in names if n in summary["rows"]] for title, names in PLOT_FAMILIES.items()}
+    families = drawn_families(with_results)
     if not families:
         families = {"all rows": list(summary["rows"])[:len(PALETTE)]}
     timed = any(summary["rows"][n]["img_per_s"] for names in families.values() for n in names)
     fig, axes = plt.subplots(1 + timed, len(families), figsize=(5.2 * len(families), 3.7 * (1 + timed)),
                              squeeze=False, sharey=True)
+    colours = row_colours(families)
     for col, (title, names) in enumerate(families.items()):
-        for color, name in zip(PALETTE, names):
-            plot_row(axes[:, col], summary["rows"][name], color)
+        for name in names:
+            plot_row(axes[:, col], summary["rows"][name], colours[name])
         axes[0, col].set_title(title, fontsize=10)
         axes[-1, col].legend(fontsize=7, loc="upper right")
     for ax in axes.flat:
@@ -281,6 +282,31 @@ def plot(summary: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def drawn_families(families: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The panels worth drawing: ≥ 2 rows with results (a comparison) of which ≥ 1 is in no earlier panel (a panel
+    that only repeats rows drawn already shows nothing new)."""
+    drawn, seen = {}, set()
+    for title, names in families.items():
+        if len(names) > 1 and set(names) - seen:
+            drawn[title] = names
+            seen |= set(names)
+    return drawn
+
+
+def row_colours(families: dict[str, list[str]]) -> dict[str, str]:
+    """One colour per row, the same in every panel, distinct within each panel: black for the reference row, and
+    for the others, greedily in panel order, the first palette colour that no row sharing a panel with it has taken
+    (≤ 6 rows a panel, 7 colours)."""
+    colours: dict[str, str] = {REFERENCE_ROW: PALETTE[0]}
+    for names in families.values():
+        for name in names:
+            if name not in colours:
+                taken = {colours[other] for panel in families.values() if name in panel for other in panel
+                         if other in colours}
+                colours[name] = next(c for c in PALETTE[1:] if c not in taken)
+    return colours
 
 
 def plot_number(value: float, _position) -> str:
