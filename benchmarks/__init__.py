@@ -10,7 +10,8 @@
 
 e.g. `python -m benchmarks.ttq report --readme README.md`; each takes --help.
 
-Shared by them: stats.py (paired statistics), markdown.py (tables written between markers), fmnist_recipes.py.
+Shared by them: stats.py (paired statistics), markdown.py (tables written between markers), entry.py (a package's
+subcommands and report command), commands.py (running a suite command), fmnist_recipes.py.
 Imports go one way: benchmarks import the suite, nothing in the suite imports benchmarks (tests/test_layout.py).
 """
 

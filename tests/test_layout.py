@@ -45,7 +45,7 @@ def test_nothing_in_the_suite_imports_benchmarks():
 
 
 # benchmarks/: one package (or module) per benchmark, shared helpers beside them
-SHARED_BENCHMARK_MODULES = {"stats", "markdown", "commands", "fmnist_recipes"}
+SHARED_BENCHMARK_MODULES = {"stats", "markdown", "commands", "entry", "fmnist_recipes"}
 
 
 def benchmark_imports(path) -> set[str]:

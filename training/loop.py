@@ -29,7 +29,6 @@ from diffusion.strategies import build_strategy
 from diffusion.telemetry import SigmaTelemetry
 from diffusion.network import build_network
 from models.build import count_parameters
-from models.maskdit import ARCHS
 from models.ema_profiles import classic_beta
 from training import checkpoint as ckpt
 from training.checkpoint import Progress, TrainedParts
@@ -370,7 +369,7 @@ def build_model_parts(cfg: Config, device, log=print) -> TrainedParts:
     ema = EMA(net)  # before any fp8 conversion: the EMA copy stays in plain linears
     if cfg.train.fp8:
         log(f"train.fp8: {convert_to_fp8(net)} block linears train in float8 (torchao)")
-    self_alignment = build_self_alignment(cfg, device)
+    self_alignment = build_self_alignment(cfg, net.backbone.spec, device)
     head = list(self_alignment.parameters()) if self_alignment is not None else []
     optimizer = make_optimizer([*net.parameters(), *head], cfg, device)
     strategy = build_strategy(cfg.diffusion.strategy.name, dict(cfg.diffusion.strategy.params), cfg.model.sigma_data)
@@ -379,15 +378,15 @@ def build_model_parts(cfg: Config, device, log=print) -> TrainedParts:
     return TrainedParts(net, ema, optimizer, strategy, power_emas, self_alignment)
 
 
-def build_self_alignment(cfg: Config, device) -> SelfAlignment | None:
-    """loss.repr.kind sra (diffusion/self_alignment.py): its projection head, freshly initialised, or None."""
+def build_self_alignment(cfg: Config, spec, device) -> SelfAlignment | None:
+    """loss.repr.kind sra (diffusion/self_alignment.py) for the built backbone's `spec` (depth, width): its
+    projection head, freshly initialised, or None."""
     if cfg.loss.repr.kind != "sra":
         return None
-    sra, depth = cfg.loss.repr.sra, encoder_depth(cfg)
-    width = cfg.model.width or ARCHS[cfg.model.arch][1]
-    return SelfAlignment(width, repr_block_index(sra.student_block_fraction, depth),
-                         repr_block_index(sra.teacher_block_fraction, depth), sra.max_time_shift, sra.smooth_l1_beta,
-                         sra.weight).to(device)
+    sra = cfg.loss.repr.sra
+    return SelfAlignment(spec.width, repr_block_index(sra.student_block_fraction, spec.depth),
+                         repr_block_index(sra.teacher_block_fraction, spec.depth), sra.max_time_shift,
+                         sra.smooth_l1_beta, sra.weight).to(device)
 
 
 def assemble_trainer(cfg: Config, accelerator: Accelerator, parts: TrainedParts, data: TrainingData,
@@ -398,18 +397,14 @@ def assemble_trainer(cfg: Config, accelerator: Accelerator, parts: TrainedParts,
     if parts.self_alignment is not None:
         parts.self_alignment.attach_teacher(parts.ema.net)  # the classic EMA is SRA's teacher
     loss_fn = MaskDiTLoss(spec.patch_size, (spec.resolution // spec.patch_size) ** 2, cfg.mask.mae_weight,
-                          spec.num_classes if spec.num_classes else None, build_dispersive(cfg, layout),
+                          spec.num_classes if spec.num_classes else None, build_dispersive(cfg, layout, spec.depth),
                           parts.self_alignment)
     objective = TrainingObjective(parts.net, loss_fn, parts.strategy.to(accelerator.device))
     objective, optimizer = accelerator.prepare(objective, parts.optimizer)
     return Trainer(cfg, accelerator, objective, dataclasses.replace(parts, optimizer=optimizer), data, layout)
 
 
-def encoder_depth(cfg: Config) -> int:
-    return cfg.model.depth or ARCHS[cfg.model.arch][0]
-
-
-def build_dispersive(cfg: Config, layout: BatchLayout) -> Dispersive | None:
+def build_dispersive(cfg: Config, layout: BatchLayout, depth: int) -> Dispersive | None:
     """loss.repr (diffusion/dispersive.py) for this run, or None; refuses a per-process micro-batch below 2, where
     no pair of samples exists to disperse (the config check cannot know the number of processes)."""
     if cfg.loss.repr.kind != "dispersive":
@@ -418,7 +413,7 @@ def build_dispersive(cfg: Config, layout: BatchLayout) -> Dispersive | None:
         raise ConfigError(f"loss.repr.kind dispersive: the per-process micro-batch is {layout.batch_gpu}; it needs "
                           "≥ 2 samples to compare (raise train.batch_gpu or use fewer processes)")
     disp = cfg.loss.repr.dispersive
-    return Dispersive(disp.weight, disp.temperature, repr_block_index(disp.block_fraction, encoder_depth(cfg)))
+    return Dispersive(disp.weight, disp.temperature, repr_block_index(disp.block_fraction, depth))
 
 
 def compiled_forward(objective, accelerator: Accelerator, cfg: Config) -> CompiledForward:

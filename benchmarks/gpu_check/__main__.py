@@ -5,31 +5,16 @@
   python -m benchmarks.gpu_check report --readme README.md  # docs/benchmarks/gpu/README.md + the README's table
 """
 
-import argparse
-import sys
-from pathlib import Path
-
+from benchmarks.entry import dispatch, report_command
 from benchmarks.gpu_check import check, report
 
-
-def report_main(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check report", description=report.__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--results", default="docs/benchmarks/gpu", help="folder of *gpu_check.json files")
-    p.add_argument("--readme", nargs="*", default=[], help="also rewrite the short table in these files")
-    args = p.parse_args(argv)
-    report.write_report(Path(args.results), [Path(r) for r in args.readme])
+COMMANDS = {"run": check.main,
+            "report": report_command("python -m benchmarks.gpu_check report", report, "docs/benchmarks/gpu",
+                                     "folder of *gpu_check.json files")}
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    commands = {"run": check.main, "report": report_main}
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.rstrip())
-    elif argv[0] not in commands:
-        sys.exit(f"error: unknown command {argv[0]!r}; one of {', '.join(commands)} (see --help)")
-    else:
-        commands[argv[0]](argv[1:])
+    dispatch(__doc__, COMMANDS, argv)
 
 
 if __name__ == "__main__":

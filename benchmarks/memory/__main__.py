@@ -8,31 +8,16 @@
 from the committed memory.json files alone (report.py).
 """
 
-import argparse
-import sys
-from pathlib import Path
-
+from benchmarks.entry import dispatch, report_command
 from benchmarks.memory import estimate, report
 
-
-def report_main(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.memory report", description=report.__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--results", default="docs/benchmarks/memory", help="folders of memory.json files")
-    p.add_argument("--readme", nargs="*", default=[], help="also rewrite the short table in these files")
-    args = p.parse_args(argv)
-    report.write_report(Path(args.results), [Path(r) for r in args.readme])
+COMMANDS = {"estimate": estimate.main,
+            "report": report_command("python -m benchmarks.memory report", report, "docs/benchmarks/memory",
+                                     "folders of memory.json files")}
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    commands = {"estimate": estimate.main, "report": report_main}
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.rstrip())
-    elif argv[0] not in commands:
-        sys.exit(f"error: unknown command {argv[0]!r}; one of {', '.join(commands)} (see --help)")
-    else:
-        commands[argv[0]](argv[1:])
+    dispatch(__doc__, COMMANDS, argv)
 
 
 if __name__ == "__main__":

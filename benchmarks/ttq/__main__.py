@@ -10,24 +10,17 @@
 throughput), rows.py, endpoints.py, report.py, eval_noise.py, sample_range.py; statistics in benchmarks/stats.py.
 """
 
-import sys
-
+from benchmarks.entry import dispatch
 from benchmarks.ttq import eval_noise, protocol, sample_range
 
 # run / throughput / report share the protocol's parser (its first positional is the command)
-COMMANDS = {"run": protocol.main, "throughput": protocol.main, "report": protocol.main,
-            "eval-noise": lambda argv: eval_noise.main(argv[1:]),
-            "sample-range": lambda argv: sample_range.main(argv[1:])}
+PROTOCOL_COMMANDS = ("run", "throughput", "report")
+COMMANDS = {**{name: (lambda rest, name=name: protocol.main([name, *rest])) for name in PROTOCOL_COMMANDS},
+            "eval-noise": eval_noise.main, "sample-range": sample_range.main}
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.rstrip())
-    elif argv[0] not in COMMANDS:
-        sys.exit(f"error: unknown command {argv[0]!r}; one of {', '.join(COMMANDS)} (see --help)")
-    else:
-        COMMANDS[argv[0]](argv)
+    dispatch(__doc__, COMMANDS, argv)
 
 
 if __name__ == "__main__":
