@@ -26,7 +26,7 @@ from pathlib import Path
 
 from benchmarks import REPO
 from benchmarks.commands import python
-from benchmarks.fmnist_recipes import README_V1
+from benchmarks.fmnist_recipes import README_V1, README_V2
 from utils.atomic import atomic_write_text
 
 CONFIG = "configs/train/fashion-mnist.yaml"
@@ -35,13 +35,12 @@ CONFIG = "configs/train/fashion-mnist.yaml"
 # "default" is the config file as it stands; "readme-v1" is the default the README shipped before the recipe
 # sweep (issue #33), so it stays measurable as the baseline after the file changed.
 HEUN_18 = ["sampling.num_steps=18", "sampling.s_churn=0"]
-W128 = ["model.width=128", "model.heads=4", "model.decoder_width=128", "model.decoder_heads=4"]
 RECIPES: dict[str, tuple[list[str], list[str]]] = {
     "default": ([], []),
     "readme-v1": (README_V1, HEUN_18),
     # the sweep's rungs, named by what they change from readme-v1 (docs/benchmarks/default/sweep/)
     "lr2e-3": ([*README_V1, "optim.lr=2e-3", "optim.warmup_kimg=2"], HEUN_18),
-    "w128-lr2e-3": ([*README_V1, "optim.lr=2e-3", "optim.warmup_kimg=2", *W128], HEUN_18),
+    "w128-lr2e-3": (README_V2, HEUN_18),  # = fmnist_recipes.README_V2
 }
 
 

@@ -11,6 +11,7 @@ from scipy import stats
 from conftest import REPO, run_cli
 
 from benchmarks import stats as paired_stats
+from benchmarks.fmnist_recipes import README_V2, RECIPES
 from benchmarks.ttq import endpoints as ttq_endpoints
 from benchmarks.ttq import protocol as ttq
 from benchmarks.ttq import report as ttq_report
@@ -28,7 +29,8 @@ def test_every_row_is_a_valid_config(name):
 
     defaults, row = ttq.Protocol(), ttq_rows.ROWS[name]
     trained = ttq_rows.ROWS[row.trains_as or name]
-    load_config(REPO / defaults.config, [*ttq_rows.PROTOCOL_RECIPE, *trained.train_overrides])
+    for recipe in RECIPES.values():
+        load_config(REPO / defaults.config, [*recipe, *trained.train_overrides])
     load_eval_config(REPO / defaults.eval_config, row.eval_overrides)
 
 
@@ -196,7 +198,8 @@ def test_benchmark_run_throughput_report_tiny(tmp_path, tiny_fmnist):
     run = json.loads((tag / "runs/dit_tread-seed1.json").read_text())
     assert [p["kimg"] for p in run["points"]] == [0.032, 0.064] and all(p["fd"] > 0 for p in run["points"])
     assert run["protocol"]["num_samples"] == 20 and run["machine"]
-    cfg = OmegaConf.load(work / tag.name / "dit_tread-seed1/config.yaml")
+    assert tag.name == "fashion-mnist-0.064kimg-2pts-n20-heun2-t1"  # the working folder drops the evaluation part
+    cfg = OmegaConf.load(work / "fashion-mnist-0.064kimg-2pts-t1" / "dit_tread-seed1/config.yaml")
     assert (cfg.model.route.ratio, cfg.model.use_decoder, cfg.train.seed) == (0.5, False, 1)
     summary = json.loads((tag / "summary.json").read_text())
     comp = summary["comparisons"]["dit_tread vs maskdit_edm"]
@@ -251,10 +254,47 @@ def test_a_posthoc_ema_protocol_scores_the_reconstruction_at_each_point(tmp_path
     assert len(tags) == 2 and tags[1] == tags[0] + "-ema0.1"
     classic, posthoc = (json.loads((tmp_path / "docs" / t / "runs/maskdit_edm-seed0.json").read_text()) for t in tags)
     assert [p["kimg"] for p in posthoc["points"]] == [0.032, 0.064]
-    assert len(list((tmp_path / "work" / tags[1] / "maskdit_edm-seed0/posthoc").iterdir())) == 8
+    assert len(list((tmp_path / "work" / "fashion-mnist-0.064kimg-2pts-t1-posthoc/maskdit_edm-seed0/posthoc")
+                    .iterdir())) == 8
     assert all(a["fd"] != b["fd"] for a, b in zip(classic["points"], posthoc["points"]))
     bad = run_cli("benchmarks.ttq", "run", "--ema", "0.4", *common, check=False)
     assert bad.returncode == 2 and "σ_rel" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_the_horizon_protocol_grid_recipe_and_names():
+    """The horizon protocol: README command 1's budget on the readme-v2 recipe (= the embedded default's config
+    values), 8 geometric points from 112/32 kimg, each a whole optimizer step of 32 images, the default sampler."""
+    from training.config import load_config
+
+    horizon = ttq.Protocol(kimg=112, points=8, num_samples=1000, num_steps=40, s_churn=20, recipe="readme-v2",
+                           spacing="geometric")
+    grid = ttq.grid_kimg(horizon)
+    assert grid[0] == 3.488 and grid[-1] == 112 and len(grid) == 8  # 3.5 kimg = 109.4 steps → 109 steps
+    assert all(round(k * 1000) % 32 == 0 for k in grid)
+    ratios = np.diff(np.log(grid))
+    assert np.allclose(ratios, np.log(32) / 7, atol=0.01)  # geometric: equal steps in ln kimg, ×1.64 each
+    assert horizon.tag() == "fashion-mnist-readme-v2-112kimg-8pts-geo-n1000-heun40-churn20-t1"
+    assert horizon.work_tag() == "fashion-mnist-readme-v2-112kimg-8pts-geo-t1"
+    assert ttq.Protocol().tag() == "fashion-mnist-6.144kimg-6pts-n150-heun8-t1"  # older protocols keep their names
+    default = load_config(REPO / "configs/train/fashion-mnist.yaml")
+    pinned = load_config(REPO / "configs/train/fashion-mnist.yaml", README_V2)
+    default.train.posthoc_ema.sigma_rels = []  # the one difference, on purpose (fmnist_recipes.py)
+    assert (default.model, default.optim, default.mask, default.diffusion) == \
+        (pinned.model, pinned.optim, pinned.mask, pinned.diffusion)
+    assert (default.train.batch_size, default.train.ema_halflife_kimg, default.train.ema_rampup_ratio) == \
+        (pinned.train.batch_size, pinned.train.ema_halflife_kimg, pinned.train.ema_rampup_ratio)
+    with pytest.raises(SystemExit, match="too short for 8 geometric points"):
+        ttq.grid_kimg(ttq.Protocol(kimg=0.128, points=8, spacing="geometric"))
+    cfg = ttq.eval_config(horizon, 3, [])
+    assert (cfg.sampling.num_steps, cfg.sampling.s_churn, cfg.num_samples, cfg.seed_start) == (40, 20, 1000, 3_000_000)
+
+
+def test_a_geometric_run_snapshots_on_its_grid(tmp_path, tiny_fmnist):
+    """train_run with a geometric grid writes exactly the grid's snapshots (train.snapshot_at_kimg)."""
+    proto = ttq.Protocol(kimg=0.512, points=3, spacing="geometric")
+    assert ttq.grid_kimg(proto) == [0.032, 0.096, 0.512]
+    ttq.train_run(tmp_path / "geo", ttq_rows.ROWS["maskdit_edm"], 0, proto, [f"data.path={tiny_fmnist}", *TINY_MODEL])
+    assert [ttq.snapshot_kimg(p) for p in ttq.snapshots(tmp_path / "geo", proto)] == [0.032, 0.096, 0.512]
 
 
 def test_extending_a_run_equals_training_it_from_scratch(tmp_path, tiny_fmnist):

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from conftest import read_checkpoint, read_snapshot_meta, train_tiny
+from conftest import REPO, read_checkpoint, read_snapshot_meta, train_tiny
+from training.config import ConfigError, load_config
 
 
 def load_state(ckpt_dir):
@@ -69,6 +70,18 @@ def test_stop_after_minutes_and_training_clock_snapshots(tmp_path, tiny_fmnist):
     assert resumed["train_seconds"] >= state["train_seconds"] + 1.5
     later = snapshot_minutes(run_dir)[2:]
     assert later and all(0.06 <= m <= resumed["train_seconds"] / 60 for m in later)  # = when the last step crossed
+
+
+def test_snapshots_at_listed_points(tmp_path, tiny_fmnist):
+    """train.snapshot_at_kimg writes one EMA snapshot at the first step that reaches each point (16 images a
+    step: 0.016 is step 1 exactly, 0.05 falls in step 4, which ends at 0.064), beside the periodic ones."""
+    run_dir = tmp_path / "points"
+    train_tiny(run_dir, tiny_fmnist, "train.snapshot_kimg=0.096", "train.keep_snapshots=0",
+               "train.snapshot_at_kimg=[0.016,0.05,0.128]")
+    kimgs = [float(p.name[4:-12]) for p in sorted((run_dir / "snapshots").glob("ema-*.safetensors"))]
+    assert kimgs == [0.016, 0.064, 0.096, 0.128]
+    with pytest.raises(ConfigError, match=r"train.snapshot_at_kimg: \[3.5, 0.0\] must be positive points"):
+        load_config(REPO / "configs/train/fashion-mnist.yaml", ["train.snapshot_at_kimg=[3.5,0]"])
 
 
 def test_finetune_loads_weights_and_resets_optimizer(full_run, tmp_path, tiny_fmnist):

@@ -152,6 +152,7 @@ class TrainConfig:
     checkpoint_kimg: float = 1000.0
     snapshot_kimg: float = 1000.0
     snapshot_minutes: float = 0.0  # also snapshot every this many minutes of training clock (0 = off)
+    snapshot_at_kimg: list[float] = field(default_factory=list)  # also snapshot when training passes each point
     sample_kimg: float = 1000.0  # sample grid interval, and one at the end; 0 = no grids
     keep_checkpoints: int = 2
     keep_snapshots: int = 5
@@ -202,6 +203,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"diffusion.strategy.{problem}")
     if train_cfg.total_kimg <= 0:
         raise ConfigError(f"train.total_kimg: must be positive (got {train_cfg.total_kimg})")
+    if any(kimg <= 0 for kimg in train_cfg.snapshot_at_kimg):
+        raise ConfigError(f"train.snapshot_at_kimg: {list(train_cfg.snapshot_at_kimg)} must be positive points (kimg)")
     if train_cfg.batch_size <= 0 or (train_cfg.batch_gpu is not None and train_cfg.batch_gpu <= 0):
         raise ConfigError("train.batch_size and train.batch_gpu must be positive")
     if cfg.mask.schedule not in ("constant", "linear", "cosine"):

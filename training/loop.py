@@ -70,6 +70,11 @@ def crossed(prev_nimg: int, cur_nimg: int, every_kimg: float) -> bool:
     return every > 0 and cur_nimg // every > prev_nimg // every
 
 
+def crossed_point(prev_nimg: int, cur_nimg: int, points_kimg: list[float]) -> bool:
+    """True when progress passed one of the points (kimg) during the last step: prev < point ≤ cur."""
+    return any(prev_nimg < round(kimg * 1000) <= cur_nimg for kimg in points_kimg)
+
+
 def crossed_minutes(prev_seconds: float, cur_seconds: float, every_minutes: float) -> bool:
     """True when the training clock passed a multiple of every_minutes during the last step."""
     every = every_minutes * 60
@@ -550,7 +555,8 @@ class PeriodicOutputs:
         """Snapshot, checkpoint, then the grid: a kill between two writes never loses a snapshot (the resumed run
         redoes the step), and a grid that fails (its VAE) never costs progress."""
         train_cfg, trainer, acc = self.cfg.train, self.trainer, self.trainer.accelerator
-        by_images = crossed(prev_nimg, progress.cur_nimg, train_cfg.snapshot_kimg)
+        by_images = crossed(prev_nimg, progress.cur_nimg, train_cfg.snapshot_kimg) or \
+            crossed_point(prev_nimg, progress.cur_nimg, train_cfg.snapshot_at_kimg)
         by_minutes = crossed_minutes(prev_seconds, progress.train_seconds, train_cfg.snapshot_minutes)
         if acc.is_main_process and (by_images or by_minutes):
             check_weights_finite(trainer, progress, "snapshot")

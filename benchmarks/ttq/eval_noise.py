@@ -67,7 +67,7 @@ def main(argv=None) -> None:
     add_location_args(p)
     args = p.parse_args(argv)
     proto = protocol_from(args)
-    root, work = REPO / args.results / proto.tag(), (REPO / args.work / proto.tag()).resolve()
+    root, work = REPO / args.results / proto.tag(), (REPO / args.work / proto.work_tag()).resolve()
     committed = load_runs(root)
     for name in args.rows:
         for s in args.seeds:

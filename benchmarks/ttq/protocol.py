@@ -41,12 +41,16 @@ import torch
 from benchmarks import REPO
 from benchmarks.commands import machine, python
 from benchmarks.ttq.report import write_report
-from benchmarks.ttq.rows import PROTOCOL_RECIPE, ROWS, Row
+from benchmarks.fmnist_recipes import RECIPES, recipe_batch_size
+from benchmarks.ttq.rows import ROWS, Row
+
+# A geometric grid's first point is the budget / GEOMETRIC_SPAN: 112 kimg → 3.5, 5.7, 9.4, 15, 25, 42, 68, 112
+GEOMETRIC_SPAN = 32
 
 
 @dataclass
 class Protocol:
-    """What makes runs comparable: same config, image budget, grid, sampler and n."""
+    """What makes runs comparable: same config and recipe, image budget, grid, sampler and n."""
 
     config: str = "configs/train/fashion-mnist.yaml"
     kimg: float = 6.144
@@ -56,11 +60,30 @@ class Protocol:
     eval_config: str = "configs/test/fashion-mnist.yaml"
     threads: int = 1
     ema: str = "classic"  # which EMA is scored: the classic one training tracks, or a post-hoc EMA σ_rel ("0.1")
+    recipe: str = "readme-v1"  # benchmarks/fmnist_recipes.py: the pinned recipe every row trains on
+    spacing: str = "even"  # grid: even | geometric (from kimg / GEOMETRIC_SPAN to kimg)
+    s_churn: float = 0.0  # the evaluation sampler's S_churn (0: deterministic Heun)
 
     def tag(self) -> str:
-        name = Path(self.config).stem
+        """Names the results folder: the training part, then the evaluation's n and sampler (protocols from
+        before the recipe, spacing and churn options keep their names)."""
+        churn = f"-churn{self.s_churn:g}" if self.s_churn else ""
         ema = "" if self.ema == "classic" else f"-ema{float(self.ema):g}"
-        return f"{name}-{self.kimg:g}kimg-{self.points}pts-n{self.num_samples}-heun{self.num_steps}-t{self.threads}{ema}"
+        return (f"{self.trained_grid()}-n{self.num_samples}-heun{self.num_steps}{churn}-t{self.threads}{ema}")
+
+    def work_tag(self) -> str:
+        """Names the working folder: only what training depends on, so one set of runs can be scored under several
+        evaluations (n, sampler) without training again."""
+        tracking = "" if self.ema == "classic" else "-posthoc"
+        return f"{self.trained_grid()}-t{self.threads}{tracking}"
+
+    def trained_grid(self) -> str:
+        recipe = "" if self.recipe == "readme-v1" else f"-{self.recipe}"
+        spacing = "" if self.spacing == "even" else f"-{self.spacing[:3]}"
+        return f"{Path(self.config).stem}{recipe}-{self.kimg:g}kimg-{self.points}pts{spacing}"
+
+    def recipe_overrides(self) -> list[str]:
+        return RECIPES[self.recipe]
 
     def posthoc_overrides(self) -> list[str]:
         """Post-hoc EMA protocols track EDM2's two power EMAs with 4 snapshots per evaluation interval, so every
@@ -75,19 +98,32 @@ class Protocol:
 
 
 def train_run(run_dir: Path, row: Row, seed: int, proto: Protocol, overrides: list[str]) -> None:
-    """train.py for proto.kimg with a snapshot every kimg/points; re-running resumes its checkpoint."""
+    """train.py for proto.kimg with an EMA snapshot at each grid point and a checkpoint every kimg/points;
+    re-running resumes its checkpoint."""
     every = proto.kimg / proto.points
+    snapshots = [f"train.snapshot_kimg={every}"] if proto.spacing == "even" else \
+        ["train.snapshot_kimg=0", f"train.snapshot_at_kimg=[{','.join(f'{k:g}' for k in grid_kimg(proto))}]"]
     python(["train.py", "--config", proto.config, f"run_dir={run_dir}", f"train.seed={seed}",
-            f"train.total_kimg={proto.kimg}", f"train.snapshot_kimg={every}", "train.keep_snapshots=0",
+            f"train.total_kimg={proto.kimg}", *snapshots, "train.keep_snapshots=0",
             "train.sample_kimg=0", f"train.checkpoint_kimg={every}", "train.keep_checkpoints=1",
-            f"train.log_kimg={every}", *PROTOCOL_RECIPE, *proto.posthoc_overrides(), *overrides, *row.train_overrides],
+            f"train.log_kimg={every}", *proto.recipe_overrides(), *proto.posthoc_overrides(), *overrides,
+            *row.train_overrides],
            threads=proto.threads)
 
 
 def grid_kimg(proto: Protocol) -> list[float]:
-    """The evaluation grid: `points` evenly spaced snapshot points up to the budget, in kimg (3 decimals, as
-    the snapshot file names)."""
-    return [round(proto.kimg * (i + 1) / proto.points, 3) for i in range(proto.points)]
+    """The evaluation grid in kimg (3 decimals, as the snapshot file names): `points` evenly spaced points up to
+    the budget, or geometrically spaced from kimg / GEOMETRIC_SPAN, each rounded to a whole optimizer step (the
+    snapshot is written at the step that reaches it)."""
+    if proto.spacing == "even":
+        return [round(proto.kimg * (i + 1) / proto.points, 3) for i in range(proto.points)]
+    step_kimg = recipe_batch_size(proto.recipe_overrides()) / 1000
+    first = proto.kimg / GEOMETRIC_SPAN
+    steps = [max(1, round(first * GEOMETRIC_SPAN ** (i / (proto.points - 1)) / step_kimg)) for i in range(proto.points)]
+    if len(set(steps)) != len(steps):
+        raise SystemExit(f"error: --kimg {proto.kimg:g} is too short for {proto.points} geometric points "
+                         f"(two fall on the same optimizer step: {steps})")
+    return [round(n * step_kimg, 3) for n in steps]
 
 
 def snapshot_kimg(path: Path) -> float:
@@ -201,7 +237,7 @@ def eval_config(proto: Protocol, seed: int, overrides: list[str]):
 
     return load_eval_config(proto.eval_config, [
         f"num_samples={proto.num_samples}", f"sampling.num_steps={proto.num_steps}", "sampling.sampler=edm",
-        "sampling.s_churn=0", f"seed_start={seed * 1_000_000}", *overrides])  # deterministic Heun, whatever the config
+        f"sampling.s_churn={proto.s_churn:g}", f"seed_start={seed * 1_000_000}", *overrides])  # whatever the config
 
 
 def evaluate_run(run_dir: Path, name: str, seed: int, evaluator: Evaluator, proto: Protocol) -> dict:
@@ -227,7 +263,7 @@ def run_command(args) -> None:
     proto = protocol_from(args)
     results = REPO / args.results / proto.tag() / "runs"
     results.mkdir(parents=True, exist_ok=True)
-    work = (REPO / args.work / proto.tag()).resolve()
+    work = (REPO / args.work / proto.work_tag()).resolve()
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(proto.threads)
     evaluator = None
@@ -261,7 +297,7 @@ def measure_img_per_s(name: str, proto: Protocol, steps: int, threads: int, work
     kimg = 2 * steps * batch / 1000
     python(["train.py", "--config", proto.config, f"run_dir={run_dir}", f"train.total_kimg={kimg}",
             f"train.log_kimg={kimg / 2}", "train.snapshot_kimg=0", "train.sample_kimg=0",
-            f"train.checkpoint_kimg={kimg}", *PROTOCOL_RECIPE, f"train.batch_size={batch}", *overrides,
+            f"train.checkpoint_kimg={kimg}", *proto.recipe_overrides(), f"train.batch_size={batch}", *overrides,
             *ROWS[name].train_overrides],
            threads=threads)
     stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
@@ -297,8 +333,11 @@ def report_command(args) -> None:
 
 
 def protocol_from(args) -> Protocol:
-    return Protocol(args.config, args.kimg, args.points, args.num_samples, args.num_steps, args.eval_config,
-                    args.threads, args.ema)
+    proto = Protocol(args.config, args.kimg, args.points, args.num_samples, args.num_steps, args.eval_config,
+                     args.threads, args.ema, args.recipe, args.spacing, args.s_churn)
+    if proto.ema != "classic" and proto.spacing != "even":
+        raise SystemExit("error: --ema σ_rel needs --spacing even (its power snapshots are taken on an even grid)")
+    return proto
 
 
 def add_protocol_args(p: argparse.ArgumentParser) -> None:
@@ -306,9 +345,14 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
     defaults = Protocol()
     p.add_argument("--config", default=defaults.config)
     p.add_argument("--kimg", type=float, default=defaults.kimg, help="training images per run")
-    p.add_argument("--points", type=int, default=defaults.points, help="evaluation points, evenly spaced in kimg")
+    p.add_argument("--points", type=int, default=defaults.points, help="evaluation points (see --spacing)")
     p.add_argument("--num-samples", type=int, default=defaults.num_samples, help="samples per evaluation point")
     p.add_argument("--num-steps", type=int, default=defaults.num_steps, help="Heun steps of the evaluation sampler")
+    p.add_argument("--s-churn", type=float, default=defaults.s_churn, help="S_churn of the evaluation sampler")
+    p.add_argument("--recipe", default=defaults.recipe, choices=sorted(RECIPES),
+                   help="the pinned recipe every row trains on (benchmarks/fmnist_recipes.py)")
+    p.add_argument("--spacing", default=defaults.spacing, choices=["even", "geometric"],
+                   help=f"evaluation grid: even, or geometric from kimg/{GEOMETRIC_SPAN} to kimg")
     p.add_argument("--eval-config", default=defaults.eval_config)
     p.add_argument("--threads", type=int, default=defaults.threads,
                    help="CPU threads per training run (part of the protocol: it fixes the float reduction order)")
@@ -350,7 +394,7 @@ def parse_args(argv=None):
     p.add_argument("--throughput-threads", type=int, default=os.cpu_count(),
                    help="throughput: CPU threads per run (default: all cores, as a user trains)")
     add_location_args(p)
-    p.add_argument("--extend-from", default=None, metavar="PROTOCOL_TAG",
+    p.add_argument("--extend-from", default=None, metavar="WORK_TAG",
                    help="run: start each new run from the same row and seed of this shorter protocol (its checkpoint "
                         "and the snapshots on this grid), training only the extra images")
     p.add_argument("--readme", nargs="*", default=[], help="report: also replace the full-table / short-table "

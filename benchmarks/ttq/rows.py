@@ -3,10 +3,6 @@ training and evaluation config, and which pairs the report compares."""
 
 from dataclasses import dataclass, field
 
-from benchmarks.fmnist_recipes import README_V1
-
-PROTOCOL_RECIPE = README_V1
-
 
 @dataclass
 class Row:
@@ -21,10 +17,11 @@ DIT = ["model.use_decoder=false", "mask.ratio=0"]
 # so the benchmark routes blocks 1..3 (the middle half, the released DiT-B/2 config's share of 7/12 rounded).
 TREAD = ["model.route.ratio=0.5", "model.route.start=1", "model.route.end=3"]
 
-# Every row trains on PROTOCOL_RECIPE, the embedded default as these protocols were measured on (batch 32, lr 6e-4,
-# 1 kimg warmup, EMA half-life 5 kimg, 6 × 192 MaskDiT), pinned so the committed results stay reproducible after
-# the default's recipe changed (issue #33), unless the row says otherwise. The seeds' own claims are tested where they were made: SpeeD and Min-SNR against
-# uniform-t ε-loss DDPM training on the same DiT backbone.
+# Every row trains on its protocol's pinned recipe (--recipe, benchmarks/fmnist_recipes.py) unless the row says
+# otherwise: readme-v1 (batch 32, lr 6e-4, 1 kimg warm-up, EMA half-life 5 kimg, 6 × 192 MaskDiT) for the protocols up
+# to 24.576 kimg, readme-v2 (the default after issue #33: 6 × 128, lr 2e-3) at the horizon, so committed results stay
+# reproducible after the config file moves on. The seeds' own claims are tested where they were made: SpeeD and
+# Min-SNR against uniform-t ε-loss DDPM training on the same DiT backbone.
 ROWS = {
     "maskdit_edm": Row("MaskDiT 50% + EDM", []),
     "dit_edm": Row("DiT (no mask) + EDM", DIT),

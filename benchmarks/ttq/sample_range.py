@@ -82,7 +82,7 @@ def main(argv=None) -> None:
     add_location_args(p)
     args = p.parse_args(argv)
     proto = protocol_from(args)
-    work = (REPO / args.work / proto.tag()).resolve()
+    work = (REPO / args.work / proto.work_tag()).resolve()
     torch.set_num_threads(proto.threads)
     runs = {(name, seed): snapshots(run_dir_of(work, name, seed), proto)  # checked before any sampling
             for name in args.rows for seed in args.seeds}
