@@ -169,7 +169,8 @@ def test_power_by_budget_is_the_comparison_of_shorter_runs():
 
 
 def test_benchmark_run_throughput_report_tiny(tmp_path, tiny_fmnist):
-    """Two rows × two seeds on a tiny budget with 2 evaluation points, one throughput round, then the report
+    """Two rows × two seeds on a tiny budget with 3 evaluation points (the rows' wall-clock windows overlap unless
+    one trains 3x faster than the other, even on a loaded machine), one throughput round, then the report
     from the written files alone; a re-run skips finished runs."""
     from evaluation import fmnist_features
 
@@ -183,7 +184,7 @@ def test_benchmark_run_throughput_report_tiny(tmp_path, tiny_fmnist):
     results, work = tmp_path / "docs", tmp_path / "work"
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{ttq_report.README_BEGIN}\nstale table\n{ttq_report.README_END}\nrest\n")
-    common = ["--rows", "maskdit_edm", "dit_tread", "--kimg", "0.064", "--points", "2", "--num-samples", "20",
+    common = ["--rows", "maskdit_edm", "dit_tread", "--kimg", "0.096", "--points", "3", "--num-samples", "20",
               "--num-steps", "2", "--eval-config", str(eval_cfg), "--results", str(results), "--work", str(work),
               f"data.path={tiny_fmnist}", *TINY_MODEL]
     run_cli("benchmarks.ttq", "run", "--seeds", "0", "1", "--reference",
@@ -196,10 +197,10 @@ def test_benchmark_run_throughput_report_tiny(tmp_path, tiny_fmnist):
     runs = sorted(p.name for p in (tag / "runs").iterdir())
     assert runs == ["dit_tread-seed0.json", "dit_tread-seed1.json", "maskdit_edm-seed0.json", "maskdit_edm-seed1.json"]
     run = json.loads((tag / "runs/dit_tread-seed1.json").read_text())
-    assert [p["kimg"] for p in run["points"]] == [0.032, 0.064] and all(p["fd"] > 0 for p in run["points"])
+    assert [p["kimg"] for p in run["points"]] == [0.032, 0.064, 0.096] and all(p["fd"] > 0 for p in run["points"])
     assert run["protocol"]["num_samples"] == 20 and run["machine"]
-    assert tag.name == "fashion-mnist-0.064kimg-2pts-n20-heun2-t1"  # the working folder drops the evaluation part
-    cfg = OmegaConf.load(work / "fashion-mnist-0.064kimg-2pts-t1" / "dit_tread-seed1/config.yaml")
+    assert tag.name == "fashion-mnist-0.096kimg-3pts-n20-heun2-t1"  # the working folder drops the evaluation part
+    cfg = OmegaConf.load(work / "fashion-mnist-0.096kimg-3pts-t1" / "dit_tread-seed1/config.yaml")
     assert (cfg.model.route.ratio, cfg.model.use_decoder, cfg.train.seed) == (0.5, False, 1)
     summary = json.loads((tag / "summary.json").read_text())
     comp = summary["comparisons"]["dit_tread vs maskdit_edm"]
@@ -221,12 +222,12 @@ def test_benchmark_run_throughput_report_tiny(tmp_path, tiny_fmnist):
     run_cli("benchmarks.ttq", "sample-range", "--rows", "dit_tread", "--seeds", "1", "--grid-index", "-1", "--reference",
             f"fashion_mnist:train:{tiny_fmnist}", *protocol, env_extra=env)
     ranges = json.loads(next((tag / "sample_range").iterdir()).read_text())
-    assert [(r["row"], r["seed"], r["kimg"]) for r in ranges["samples"]] == [("dit_tread", 1, 0.064)]
+    assert [(r["row"], r["seed"], r["kimg"]) for r in ranges["samples"]] == [("dit_tread", 1, 0.096)]
     assert 0 < ranges["reference"]["black"] < 1 and ranges["reference"]["above_1"] == 0
     missing = run_cli("benchmarks.ttq", "sample-range", "--rows", "dit_tread", "--seeds", "1", "7", *protocol,
                       check=False, env_extra=env)  # seed 7 never trained: one line, before the reference is read
     assert missing.returncode != 0 and missing.stderr.strip().count("\n") == 0
-    assert "dit_tread-seed7" in missing.stderr and "0 of 2 evaluation snapshots" in missing.stderr
+    assert "dit_tread-seed7" in missing.stderr and "0 of 3 evaluation snapshots" in missing.stderr
 
     before = {p.name: p.stat().st_mtime_ns for p in (tag / "runs").iterdir()}
     run_cli("benchmarks.ttq", "run", "--seeds", "0", "1", *common, env_extra=env)

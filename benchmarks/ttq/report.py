@@ -10,8 +10,8 @@ import numpy as np
 
 from benchmarks.markdown import markers, replace_sections
 from benchmarks.stats import bootstrap_ci, resolved, seeds_needed
-from benchmarks.ttq.endpoints import (MOST_SEEDS, area_over_images, compare, curve, endpoints, power_by_budget,
-                                      reach_minutes, speedup_to_baseline_final)
+from benchmarks.ttq.endpoints import (MOST_SEEDS, area_over_images, compare, curve, endpoints, log_axis,
+                                      power_by_budget, reach_minutes, speedup_to_baseline_final, wallclock_speedup)
 from benchmarks.ttq.rows import (ADAPTIVE_ROWS, CLAIM_PAIRS, FIXED_MASKDIT_ROWS, PAPER_SPEEDUPS, PLOT_FAMILIES,
                                  REFERENCE_ROW, ROWS, SUMMARY_ROWS)
 
@@ -74,7 +74,8 @@ def mean_ci(values: list[float], digits: int = 3) -> str:
 def build_summary(root: Path) -> dict:
     by_row, speed = load_runs(root), load_throughput(root)
     rows = [name for name in ROWS if name in by_row]
-    summary = {"rows": {}, "comparisons": {}, "power": {}, "power_by_budget": {}, "paper_speedups": {}}
+    summary = {"rows": {}, "speedups": {}, "comparisons": {}, "power": {}, "power_by_budget": {},
+               "paper_speedups": {}}
     for name in rows:
         runs = by_row[name]
         reach = reach_minutes(by_row, speed, name)
@@ -91,8 +92,12 @@ def build_summary(root: Path) -> dict:
             "final_class_accuracy": [r["points"][-1]["class_accuracy"] for r in runs.values()],
             "minutes_to_dit_final": reach,
             "curve_kimg": curve(next(iter(runs.values())))[0].tolist(),
+            "log_axis": log_axis(next(iter(runs.values()))),
             "curve_fd": [[p["fd"] for p in r["points"]] for r in runs.values()]}
     pairs = [(name, REFERENCE_ROW) for name in rows if name != REFERENCE_ROW and REFERENCE_ROW in by_row]
+    for name, _ in pairs:
+        summary["speedups"][name] = {"wallclock": wallclock_speedup(by_row, speed, name, REFERENCE_ROW),
+                                     "images": speedup_to_baseline_final(by_row, name, REFERENCE_ROW)}
     pairs += [(a, f) for a in ADAPTIVE_ROWS for f in FIXED_MASKDIT_ROWS
               if a in by_row and f in by_row and f != REFERENCE_ROW]
     pairs += [(a, b) for a, b in CLAIM_PAIRS if a in by_row and b in by_row]
@@ -140,6 +145,7 @@ def markdown(summary: dict, proto_tag: str) -> str:
             r["label"], ",".join(map(str, r["seeds"])), speed,
             mean_ci(r["ln_fd_area_minutes"]) if r["ln_fd_area_minutes"] else "—", mean_ci(r["ln_fd_area_kimg"]),
             mean_ci(r["final_fd"], 1), mean_ci(r["final_class_accuracy"]), reach_txt]) + " |")
+    lines += speedup_to_reference_lines(summary)
     lines += ["", "Paired differences (row − other, per seed; negative = row better): mean [95 % bootstrap] "
               "(t: [95 % Student-t]), Wilcoxon p, probability of improvement. A mean in bold is a result: ≥ 8 "
               "seeds and both intervals exclude zero.", "",
@@ -156,16 +162,55 @@ def markdown(summary: dict, proto_tag: str) -> str:
     return "\n".join(lines + speedup_lines(summary) + budget_lines(summary)) + "\n"
 
 
+def speedup_to_reference_lines(summary: dict) -> list[str]:
+    """Every row's speed-up to the reference row's final FD, per seed (endpoints.speedup_to_baseline_final), in
+    wall-clock (side-by-side img/s) and in images."""
+    if not summary["speedups"]:
+        return []
+    ref = ROWS[REFERENCE_ROW].label
+    lines = ["", f"Speed-up to {ref}'s final FD: the minutes (images) {ref} needs to reach its own final FD over "
+             "those the row needs to reach the same FD, per seed. Median over all seeds (a seed that never got "
+             "there counts as the lowest; \"not reached\" when half did not) and the geometric mean [95 % bootstrap] "
+             "(t: [95 % Student-t]) over the seeds that got there; above 1 = faster. Wall-clock uses the side-by-side "
+             "img/s ratio.", "",
+             "| row | seeds reached | wall-clock: median | wall-clock: geometric mean | images: median | "
+             "images: geometric mean |", "|---|---|---|---|---|---|"]
+    for name, s in summary["speedups"].items():
+        images, wall = s["images"], s["wallclock"]
+        reached = len(images["ln_speedup"]["seeds"]) if images["ln_speedup"] else 0
+        lines.append("| " + " | ".join([
+            ROWS[name].label, f"{reached}/{reached + len(images['not_reached'])}",
+            median_cell(wall), speedup_mean_cell(wall), median_cell(images), speedup_mean_cell(images)]) + " |")
+    return lines
+
+
+def median_cell(s: dict | None) -> str:
+    if s is None:
+        return "not measured"
+    return f"{s['median_speedup']:.2f}×" if s["median_speedup"] else "not reached"
+
+
+def speedup_mean_cell(s: dict | None) -> str:
+    if s is None:
+        return "not measured"
+    c = s["ln_speedup"]
+    text = "—" if c is None else geometric_mean_ci(c)
+    return f"**{text}**" if resolved(c) else text
+
+
 def short_markdown(summary: dict, proto_tag: str) -> str:
     """The README's table: the rows that carry the claims (ttq_rows.SUMMARY_ROWS), their paired difference to the
     reference and the papers' speed-up factor where a paper claims one."""
     ref = ROWS[REFERENCE_ROW].label
     lines = [f"Protocol `{proto_tag}` (2-core CPU, Fashion-MNIST, paired seeds). Δ: paired difference in mean ln "
              f"FD_fmnist over the shared wall-clock window against {ref} (negative = better; mean [95 % bootstrap]; "
-             "bold when ≥ 8 seeds and both intervals exclude zero). Speed-up: images the baseline needs to reach its "
-             "own final FD over images the row needs (median over seeds), against the paper's claim. Every row and "
-             "comparison: [docs/benchmarks/ttq/](docs/benchmarks/ttq/README.md).", "",
-             f"| row | seeds | img/s (ratio) | final FD | Δ vs {ref} | speed-up (paper) |", "|---|---|---|---|---|---|"]
+             f"bold when ≥ 8 seeds and both intervals exclude zero). To {ref}'s final FD: the minutes it needs to reach "
+             "its own final FD over those the row needs (median over seeds; above 1 = faster). Speed-up (paper): "
+             "images the baseline needs to reach its own final FD over images the row needs (median over seeds), "
+             "against the paper's claim. Every row and comparison: "
+             "[docs/benchmarks/ttq/](docs/benchmarks/ttq/README.md).", "",
+             f"| row | seeds | img/s (ratio) | final FD | to {ref}'s final FD, wall-clock | Δ vs {ref} | "
+             "speed-up (paper) |", "|---|---|---|---|---|---|---|"]
     for name in (n for n in SUMMARY_ROWS if n in summary["rows"]):
         r = summary["rows"][name]
         comp = summary["comparisons"].get(f"{name} vs {REFERENCE_ROW}", {})
@@ -173,8 +218,10 @@ def short_markdown(summary: dict, proto_tag: str) -> str:
         delta = "reference" if name == REFERENCE_ROW else "—" if c is None else \
             (f"**{c['mean']:+.3f}**" if resolved(c) else f"{c['mean']:+.3f}") + \
             (f" [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" if np.isfinite(c["ci95"][0]) else "")
+        to_ref = "reference" if name == REFERENCE_ROW else median_cell(summary["speedups"][name]["wallclock"]) \
+            if name in summary["speedups"] else "—"
         lines.append(f"| {r['label']} | {len(r['seeds'])} | {speed_cell(r)} | {np.mean(r['final_fd']):.1f} | "
-                     f"{delta} | {speedup_cell(summary, name)} |")
+                     f"{to_ref} | {delta} | {speedup_cell(summary, name)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -268,17 +315,22 @@ def plot(summary: dict, path: Path) -> None:
             plot_row(axes[:, col], summary["rows"][name], colours[name])
         axes[0, col].set_title(title, fontsize=10)
         axes[-1, col].legend(fontsize=7, loc="upper right")
+    log_x = any(summary["rows"][n]["log_axis"] for names in families.values() for n in names)
     for ax in axes.flat:
         ax.set_yscale("log")
+        if log_x:  # a geometric grid: each doubling of training gets the same width
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
         ax.yaxis.set_major_formatter(ticker.FuncFormatter(plot_number))
         ax.yaxis.set_minor_formatter(ticker.FuncFormatter(plot_number))
         ax.grid(alpha=0.3, which="both")
     for ax in axes[:, 0]:
         ax.set_ylabel("FD_fmnist (log scale, lower is better)")
+    scale = " (log scale)" if log_x else ""
     for ax in axes[0] if timed else []:
-        ax.set_xlabel("training wall-clock (minutes, 2-core CPU)")
+        ax.set_xlabel(f"training wall-clock (minutes, 2-core CPU){scale}")
     for ax in axes[-1]:
-        ax.set_xlabel("training images (kimg)")
+        ax.set_xlabel(f"training images (kimg){scale}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
