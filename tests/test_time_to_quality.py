@@ -1,6 +1,7 @@
 """The time-to-quality benchmark: its paired statistics, endpoints, and one tiny run → throughput → report."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -296,6 +297,48 @@ def test_a_geometric_run_snapshots_on_its_grid(tmp_path, tiny_fmnist):
     assert ttq.grid_kimg(proto) == [0.032, 0.096, 0.512]
     ttq.train_run(tmp_path / "geo", ttq_rows.ROWS["maskdit_edm"], 0, proto, [f"data.path={tiny_fmnist}", *TINY_MODEL])
     assert [ttq.snapshot_kimg(p) for p in ttq.snapshots(tmp_path / "geo", proto)] == [0.032, 0.096, 0.512]
+
+
+def test_a_stopped_evaluation_scores_only_the_points_it_had_not(tmp_path):
+    """evaluate_run keeps each point's scores as they come: after a kill (a point scored, the next line cut short)
+    the re-run scores only the rest, and the result lists every point in grid order."""
+    proto = ttq.Protocol(kimg=0.096, points=3)
+    run_dir = tmp_path / "maskdit_edm-seed0"
+    (run_dir / "snapshots").mkdir(parents=True)
+    for kimg in ttq.grid_kimg(proto):
+        (run_dir / "snapshots" / f"ema-{kimg:011.3f}.safetensors").write_bytes(b"")
+    (run_dir / "stats.jsonl").write_text(json.dumps({"train_min": 1.5}) + "\n")
+    scored = run_dir / f"scores-{proto.tag()}-maskdit_edm.jsonl"
+    scored.write_text(json.dumps({"kimg": 0.032, "fd": 300.0}) + "\n" + '{"kimg": 0.064, "f')  # killed mid-line
+
+    calls = []
+
+    def evaluator(path, seed, overrides, grid):
+        calls.append(ttq.snapshot_kimg(path))
+        return {"fd": 100.0 + len(calls)}
+
+    result = ttq.evaluate_run(run_dir, "maskdit_edm", 0, evaluator, proto)
+    assert calls == [0.064, 0.096]
+    assert [(p["kimg"], p["fd"]) for p in result["points"]] == [(0.032, 300.0), (0.064, 101.0), (0.096, 102.0)]
+    again = ttq.evaluate_run(run_dir, "maskdit_edm", 0, evaluator, proto)
+    assert calls == [0.064, 0.096] and again["points"] == result["points"]  # all kept: nothing re-scored
+
+
+def test_run_claims_share_runs_between_processes(tmp_path):
+    """A run directory is claimed by one `run` process at a time; a claim left by a dead process is taken over."""
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "maskdit_edm-seed0"
+    with ttq.RunClaim(run_dir) as first:
+        assert first and (tmp_path / "maskdit_edm-seed0.lock").read_text().strip() == str(os.getpid())
+        with ttq.RunClaim(run_dir) as second:
+            assert not second
+    assert not (tmp_path / "maskdit_edm-seed0.lock").exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "maskdit_edm-seed0.lock").write_text(dead.stdout)
+    with ttq.RunClaim(run_dir) as taken_over:
+        assert taken_over
 
 
 def test_extending_a_run_equals_training_it_from_scratch(tmp_path, tiny_fmnist):

@@ -22,8 +22,14 @@ The protocol (README "Time-to-quality"; REFERENCE.md §7):
   python -m benchmarks.ttq report
 
 Re-running `run` skips finished runs (their JSON exists); a run stopped during training resumes from its
-checkpoint, one stopped during evaluation is only evaluated. Working files (checkpoints, snapshots) go to
---work (default results/ttq-work), which is not committed.
+checkpoint, one stopped during evaluation scores only the points it had not scored. Several `run` processes given
+the same arguments share the runs out (a lock file per run), e.g. two single-threaded ones on two cores. Working
+files (checkpoints, snapshots, scores so far) go to --work (default results/ttq-work) under the protocol's training
+part (Protocol.work_tag), which is not committed.
+
+The horizon protocol (issue #31: README command 1's recipe and budget, 8 geometric points, the default's sampler):
+
+  python -m benchmarks.ttq run --recipe readme-v2 --kimg 112 --points 8 --spacing geometric --num-samples 500 --num-steps 40 --s-churn 20 --seeds 0 1 --rows maskdit_edm maskdit_min_snr
 """
 
 import argparse
@@ -43,6 +49,7 @@ from benchmarks.commands import machine, python
 from benchmarks.ttq.report import write_report
 from benchmarks.fmnist_recipes import RECIPES, recipe_batch_size
 from benchmarks.ttq.rows import ROWS, Row
+from utils.atomic import atomic_write_text
 
 # A geometric grid's first point is the budget / GEOMETRIC_SPAN: 112 kimg → 3.5, 5.7, 9.4, 15, 25, 42, 68, 112
 GEOMETRIC_SPAN = 32
@@ -241,17 +248,86 @@ def eval_config(proto: Protocol, seed: int, overrides: list[str]):
 
 
 def evaluate_run(run_dir: Path, name: str, seed: int, evaluator: Evaluator, proto: Protocol) -> dict:
+    """Scores every grid snapshot. Each point's scores are appended to a file in the run directory as they come,
+    so a run stopped during evaluation re-scores only the points it had not finished (a seeded evaluation is
+    deterministic: a kept score is the one it would recompute)."""
+    scored_file = run_dir / f"scores-{proto.tag()}-{name}.jsonl"
+    scored = read_scores(scored_file)
     points = []
     found = snapshots(run_dir, proto)
     for i, path in enumerate(found):
         kimg = snapshot_kimg(path)
-        grid = run_dir / f"grid-final-{name}.png" if i == len(found) - 1 else None
-        metrics = evaluator(path, seed, ROWS[name].eval_overrides, grid)
-        points.append({"kimg": kimg, **metrics})
+        if kimg not in scored:
+            grid = run_dir / f"grid-final-{name}.png" if i == len(found) - 1 else None
+            scored[kimg] = {"kimg": kimg, **evaluator(path, seed, ROWS[name].eval_overrides, grid)}
+            append_line(scored_file, json.dumps(scored[kimg]))
+        points.append(scored[kimg])
         print(json.dumps({"row": name, "seed": seed, **points[-1]}), flush=True)
     stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
     return {"row": name, "seed": seed, "protocol": proto.__dict__, "machine": machine(),
             "train_minutes": stats[-1]["train_min"], "points": points}
+
+
+def append_line(path: Path, line: str) -> None:
+    """Appends one line, first ending a line a kill cut short (so the new one is not glued to it)."""
+    cut = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    with path.open("a") as f:
+        f.write(("\n" if cut else "") + line + "\n")
+
+
+def read_scores(path: Path) -> dict[float, dict]:
+    """The points scored so far, by kimg; a line cut short by a kill is left out (that point is scored again)."""
+    scored = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            point = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        scored[point["kimg"]] = point
+    return scored
+
+
+class RunClaim:
+    """A lock file beside a run directory while one `run` process works on it, so several `run` processes given
+    the same rows and seeds share them out (two single-threaded runs side by side on two cores). A lock whose
+    process is gone (killed, machine restarted) is taken over."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir.with_name(run_dir.name + ".lock")
+        self.held = False
+
+    def __enter__(self) -> bool:
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if process_alive(self.path):
+                    return False
+                self.path.unlink(missing_ok=True)  # a dead process's lock
+                continue
+            os.write(fd, f"{os.getpid()}\n".encode())
+            os.close(fd)
+            self.held = True
+            return True
+        return False
+
+    def __exit__(self, *exc) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+
+
+def process_alive(lock: Path) -> bool:
+    try:
+        pid = int(lock.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return False  # unreadable or half-written: its writer died between create and write
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def run_dir_of(work: Path, name: str, seed: int) -> Path:
@@ -274,15 +350,28 @@ def run_command(args) -> None:
             result_file = results / f"{name}-seed{seed}.json"
             if result_file.exists():
                 continue
-            run_dir, trained = run_dir_of(work, name, seed), ROWS[ROWS[name].trains_as or name]
-            started = time.time()
-            if args.extend_from and not run_dir.exists():
-                extend_run(work.parent / args.extend_from / run_dir.name, run_dir, proto)
-            train_run(run_dir, trained, seed, proto, args.overrides)  # resumes, or returns at once when complete
-            evaluator = evaluator or Evaluator(proto, args.reference, work)
-            result = evaluate_run(run_dir, name, seed, evaluator, proto)
-            result_file.write_text(json.dumps(result, indent=1) + "\n")
-            print(f"{name} seed {seed}: done in {(time.time() - started) / 60:.1f} min", flush=True)
+            run_dir = run_dir_of(work, name, seed)
+            with RunClaim(run_dir) as mine:
+                if not mine:
+                    print(f"{name} seed {seed}: another run process has it; next", flush=True)
+                    continue
+                evaluator = run_one(name, seed, run_dir, result_file, proto, args, evaluator, work)
+
+
+def run_one(name: str, seed: int, run_dir: Path, result_file: Path, proto: Protocol, args, evaluator, work: Path):
+    """Train (or resume, or extend) one row's seed, score it, write its result file. -> the evaluator, kept for
+    the next run."""
+    started = time.time()
+    if result_file.exists():  # another process finished it while this one waited
+        return evaluator
+    if args.extend_from and not run_dir.exists():
+        extend_run(work.parent / args.extend_from / run_dir.name, run_dir, proto)
+    train_run(run_dir, ROWS[ROWS[name].trains_as or name], seed, proto, args.overrides)  # resumes; or returns
+    evaluator = evaluator or Evaluator(proto, args.reference, work)
+    result = evaluate_run(run_dir, name, seed, evaluator, proto)
+    atomic_write_text(result_file, json.dumps(result, indent=1) + "\n")
+    print(f"{name} seed {seed}: done in {(time.time() - started) / 60:.1f} min", flush=True)
+    return evaluator
 
 
 # ----------------------------------------------------------------------------
