@@ -1,4 +1,4 @@
-"""The GPU-check and memory reports: the README's short tables and the full reports under docs/ are generated from
+"""The time-to-quality, GPU-check and memory reports: the README's short tables and the full reports under docs/ are generated from
 the committed result files alone (the README's copies are what the report writes), and the generation picks what
 it says it picks."""
 
@@ -8,6 +8,7 @@ import shutil
 from benchmarks.gpu_check import report as gpu_report
 from benchmarks.markdown import replace_sections
 from benchmarks.memory import report as memory_report
+from benchmarks.ttq import report as ttq_report
 from conftest import REPO
 
 
@@ -27,6 +28,32 @@ def test_committed_readme_tables_are_the_reports_output(tmp_path):
         module.write_report(results, [readme])
         assert readme.read_text() == (REPO / "README.md").read_text(), f"README's {folder} table is stale"
         assert (results / "README.md").read_text() == (REPO / "docs/benchmarks" / folder / "README.md").read_text()
+
+
+# each time-to-quality protocol a page shows: its results folder, its marker section, the pages holding it
+TTQ_SECTIONS = (
+    ("fashion-mnist-6.144kimg-6pts-n150-heun8-t1", "ttq", ("README.md", "docs/benchmarks/ttq/README.md")),
+    ("fashion-mnist-readme-v2-112kimg-8pts-geo-n500-heun40-churn20-t1", "ttq-horizon",
+     ("docs/benchmarks/ttq/README.md",)),
+)
+
+
+def test_committed_time_to_quality_tables_are_the_reports_output(tmp_path):
+    """The README's and the docs page's time-to-quality sections and each protocol's table.md are what
+    `python -m benchmarks.ttq report` writes from the committed run and throughput files."""
+    for folder, section, pages in TTQ_SECTIONS:  # the repository's layout, so the pages' relative links match
+        repo = tmp_path / section
+        results = repo / "docs/benchmarks/ttq" / folder
+        shutil.copytree(REPO / "docs/benchmarks/ttq" / folder, results)
+        copies = []
+        for page in pages:
+            copies.append(repo / page)
+            copies[-1].parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / page, copies[-1])
+        ttq_report.write_report(results, copies, section)
+        assert (results / "table.md").read_text() == (REPO / "docs/benchmarks/ttq" / folder / "table.md").read_text()
+        for page, copy in zip(pages, copies):
+            assert copy.read_text() == (REPO / page).read_text(), f"{page}'s {section} section is stale"
 
 
 def gpu_row(name: str, arch: str, img_per_s: float, **extra) -> dict:

@@ -415,7 +415,7 @@ def throughput_command(args) -> None:
 
 def report_command(args) -> None:
     root = REPO / args.results / protocol_from(args).tag()
-    print(write_report(root, [REPO / path for path in args.readme]))
+    print(write_report(root, [REPO / path for path in args.readme], args.section))
 
 
 # ----------------------------------------------------------------------------
@@ -488,6 +488,8 @@ def parse_args(argv=None):
                         "and the snapshots on this grid), training only the extra images")
     p.add_argument("--readme", nargs="*", default=[], help="report: also replace the full-table / short-table "
                    "sections of these files (docs/benchmarks/ttq/README.md, README.md)")
+    p.add_argument("--section", default="ttq", help="report: the marker name of the sections written in --readme "
+                   "files (<section>-table, <section>-summary), one per protocol a page shows")
     p.add_argument("overrides", nargs="*", help="train config overrides for every row (key=value)")
     args = p.parse_intermixed_args(argv)  # key=value overrides may follow any option
     if args.points < 2 or args.kimg <= 0:

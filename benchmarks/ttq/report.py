@@ -3,6 +3,7 @@ one protocol (runs/*.json and throughput/*.json under docs/benchmarks/ttq/<proto
 work adds seeds instead of re-running."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -198,17 +199,17 @@ def speedup_mean_cell(s: dict | None) -> str:
     return f"**{text}**" if resolved(c) else text
 
 
-def short_markdown(summary: dict, proto_tag: str) -> str:
+def short_markdown(summary: dict, proto_tag: str, link: str) -> str:
     """The README's table: the rows that carry the claims (ttq_rows.SUMMARY_ROWS), their paired difference to the
-    reference and the papers' speed-up factor where a paper claims one."""
+    reference and the papers' speed-up factor where a paper claims one; `link`: where every row and comparison is,
+    relative to the page."""
     ref = ROWS[REFERENCE_ROW].label
     lines = [f"Protocol `{proto_tag}` (2-core CPU, Fashion-MNIST, paired seeds). Δ: paired difference in mean ln "
              f"FD_fmnist over the shared wall-clock window against {ref} (negative = better; mean [95 % bootstrap]; "
              f"bold when ≥ 8 seeds and both intervals exclude zero). To {ref}'s final FD: the minutes it needs to reach "
              "its own final FD over those the row needs (median over seeds; above 1 = faster). Speed-up (paper): "
              "images the baseline needs to reach its own final FD over images the row needs (median over seeds), "
-             "against the paper's claim. Every row and comparison: "
-             "[docs/benchmarks/ttq/](docs/benchmarks/ttq/README.md).", "",
+             f"against the paper's claim. Every row and comparison: [{link}]({link}).", "",
              f"| row | seeds | img/s (ratio) | final FD | to {ref}'s final FD, wall-clock | Δ vs {ref} | "
              "speed-up (paper) |", "|---|---|---|---|---|---|---|"]
     for name in (n for n in SUMMARY_ROWS if n in summary["rows"]):
@@ -378,10 +379,11 @@ def plot_row(axes, r: dict, color: str) -> None:
         ax.fill_between(xs, np.exp(mean - half), np.exp(mean + half), color=color, alpha=0.15)
 
 
-def write_report(root: Path, readmes: list[Path] = ()) -> str:
+def write_report(root: Path, readmes: list[Path] = (), section: str = "ttq") -> str:
     """Rebuild table.md, summary.json and quality.png under a protocol's results folder `root`, and in each of
-    `readmes` the sections between the full-table and the short-table markers it holds, from the committed run
-    and throughput files alone. -> the table."""
+    `readmes` the sections between the full-table and the short-table markers it holds (`<section>-table`,
+    `<section>-summary`: one pair per protocol a page shows), from the committed run and throughput files alone.
+    -> the table."""
     summary = build_summary(root)
     if not summary["rows"]:
         sys.exit(f"error: no finished runs under {root / 'runs'}")
@@ -389,7 +391,16 @@ def write_report(root: Path, readmes: list[Path] = ()) -> str:
     (root / "table.md").write_text(table)
     (root / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     plot(summary, root / "quality.png")
-    sections = {(README_BEGIN, README_END): table, (SHORT_BEGIN, SHORT_END): short_markdown(summary, root.name)}
     for readme in readmes:
+        sections = {markers(f"{section}-table"): table,
+                    markers(f"{section}-summary"): short_markdown(summary, root.name, full_results_link(root, readme))}
         replace_sections(readme, sections)
     return table
+
+
+def full_results_link(root: Path, page: Path) -> str:
+    """The link from `page` to the full results: the benchmark's docs page (the protocols' folder's README.md), or
+    on that page itself, the protocol's table.md."""
+    docs_page = (root.parent / "README.md").resolve()
+    target = root.resolve() / "table.md" if Path(page).resolve() == docs_page else docs_page
+    return os.path.relpath(target, Path(page).resolve().parent)
