@@ -146,6 +146,33 @@ def test_speedup_as_the_papers_define_it():
                                                    "dit_ddpm")["median_speedup"] is None
 
 
+def test_geometric_grids_live_on_log_axes_and_wallclock_speedup_is_images_times_the_speed_ratio():
+    """On a geometric grid a curve is linear in (ln kimg, ln FD): FD 400 → 100 over 4 → 16 kimg passes 200 at
+    8 kimg (halfway in ln kimg), not at 12 (halfway in FD, the even grid's reading); the ln-FD area is the mean
+    over ln kimg (by hand: segments of widths ln 2 and 3 ln 2). Wall-clock speed-up = image speed-up × the row's
+    img/s over the baseline's."""
+    def run(spacing, kimg, fds, row="maskdit_min_snr", seed=0):
+        return {"row": row, "seed": seed, "protocol": {"spacing": spacing},
+                "points": [{"kimg": k, "fd": f, "class_accuracy": 0.5} for k, f in zip(kimg, fds)]}
+
+    assert ttq_endpoints.kimg_to_reach(run("geometric", (4, 16), (400, 100)), 200) == pytest.approx(8.0)
+    assert ttq_endpoints.kimg_to_reach(run("even", (4, 16), (400, 100)), 200) == pytest.approx(12.0)
+    a, b, c = np.log([300.0, 200.0, 120.0])
+    by_log = ((a + b) / 2 + 3 * (b + c) / 2) / 4
+    by_kimg = ((a + b) / 2 * 1 + (b + c) / 2 * 14) / 15
+    assert ttq_endpoints.area_over_images(run("geometric", (1, 2, 16), (300, 200, 120))) == pytest.approx(by_log)
+    assert ttq_endpoints.area_over_images(run("even", (1, 2, 16), (300, 200, 120))) == pytest.approx(by_kimg)
+
+    by_row = {"maskdit_edm": {0: run("geometric", (4, 16), (400, 100), "maskdit_edm")},
+              "maskdit_min_snr": {0: run("geometric", (4, 8, 16), (300, 100, 50))}}  # reaches 100 at 8 kimg: 2×
+    speed = {"maskdit_edm": {"img_per_s": 100.0}, "maskdit_min_snr": {"img_per_s": 50.0}}  # at half the img/s
+    images = ttq_endpoints.speedup_to_baseline_final(by_row, "maskdit_min_snr", "maskdit_edm")
+    wall = ttq_endpoints.wallclock_speedup(by_row, speed, "maskdit_min_snr", "maskdit_edm")
+    assert images["median_speedup"] == pytest.approx(2.0) and wall["median_speedup"] == pytest.approx(1.0)
+    assert wall["img_per_s_ratio"] == 0.5 and ttq_endpoints.wallclock_speedup(by_row, {}, "maskdit_min_snr",
+                                                                              "maskdit_edm") is None
+
+
 def test_power_by_budget_is_the_comparison_of_shorter_runs():
     """Budget k = the first k grid points: its paired differences are those of the runs cut there (trapezoid mean
     of ln FD by hand), and the seeds needed follow the sd of those differences."""

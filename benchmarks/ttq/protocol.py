@@ -109,7 +109,7 @@ def train_run(run_dir: Path, row: Row, seed: int, proto: Protocol, overrides: li
     re-running resumes its checkpoint."""
     every = proto.kimg / proto.points
     snapshots = [f"train.snapshot_kimg={every}"] if proto.spacing == "even" else \
-        ["train.snapshot_kimg=0", f"train.snapshot_at_kimg=[{','.join(f'{k:g}' for k in grid_kimg(proto))}]"]
+        ["train.snapshot_kimg=0", f"train.snapshot_at_kimg=[{','.join(map(str, grid_kimg(proto)))}]"]
     python(["train.py", "--config", proto.config, f"run_dir={run_dir}", f"train.seed={seed}",
             f"train.total_kimg={proto.kimg}", *snapshots, "train.keep_snapshots=0",
             "train.sample_kimg=0", f"train.checkpoint_kimg={every}", "train.keep_checkpoints=1",
@@ -322,11 +322,11 @@ def process_alive(lock: Path) -> bool:
     except (OSError, ValueError, IndexError):
         return False  # unreadable or half-written: its writer died between create and write
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # it exists, under another user
     return True
 
 
