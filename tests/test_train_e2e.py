@@ -67,7 +67,9 @@ def test_stop_after_minutes_and_training_clock_snapshots(tmp_path, tiny_fmnist):
     proc = train_tiny(run_dir, tiny_fmnist, "--stop-after-min", "0.03", *clock)
     assert "resuming from" in proc.stdout
     resumed, _ = load_state(newest_checkpoint(run_dir))
-    assert resumed["train_seconds"] >= state["train_seconds"] + 1.5
+    # the clock continues from the checkpoint's (a reset clock would read ≤ 1.8 s + one step, below 2.5 s); how far
+    # it gets in this 1.8 s of wall-clock depends on load, since writing the snapshots is off the clock
+    assert resumed["train_seconds"] > state["train_seconds"]
     later = snapshot_minutes(run_dir)[2:]
     assert later and all(0.06 <= m <= resumed["train_seconds"] / 60 for m in later)  # = when the last step crossed
 
