@@ -230,8 +230,7 @@ def speedup_cell(summary: dict, name: str) -> str:
     for key, s in summary["paper_speedups"].items():
         a, b = key.split(" vs ")
         if a == name:
-            median = f"{s['median_speedup']:.2f}×" if s["median_speedup"] else "not reached"
-            return f"{median} vs {ROWS[b].label} ({s['claimed']:g}×)"
+            return f"{median_cell(s)} vs {ROWS[b].label} ({s['claimed']:g}×)"
     return "—"
 
 
