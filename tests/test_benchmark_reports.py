@@ -8,6 +8,7 @@ import shutil
 from benchmarks.gpu_check import report as gpu_report
 from benchmarks.markdown import replace_sections
 from benchmarks.memory import report as memory_report
+from benchmarks.ttq import claims as ttq_claims
 from benchmarks.ttq import report as ttq_report
 from conftest import REPO
 
@@ -54,6 +55,15 @@ def test_committed_time_to_quality_tables_are_the_reports_output(tmp_path):
         assert (results / "table.md").read_text() == (REPO / "docs/benchmarks/ttq" / folder / "table.md").read_text()
         for page, copy in zip(pages, copies):
             assert copy.read_text() == (REPO / page).read_text(), f"{page}'s {section} section is stale"
+
+
+def test_committed_claims_section_is_the_claims_output(tmp_path):
+    """The docs page's table of the early phase's calls at the horizon is what `python -m benchmarks.ttq claims`
+    writes from the two protocols' committed files."""
+    page = tmp_path / "README.md"
+    shutil.copy(REPO / "docs/benchmarks/ttq/README.md", page)
+    ttq_claims.write_claims(REPO / "docs/benchmarks/ttq", ttq_claims.EARLY, ttq_claims.HORIZON, [page])
+    assert page.read_text() == (REPO / "docs/benchmarks/ttq/README.md").read_text(), "the ttq-claims section is stale"
 
 
 def gpu_row(name: str, arch: str, img_per_s: float, **extra) -> dict:

@@ -440,3 +440,57 @@ def test_each_row_keeps_one_colour_across_the_plots_panels():
 def test_a_panel_that_repeats_drawn_rows_is_left_out():
     drawn = ttq_report.drawn_families({"a": ["x", "y"], "b": ["x", "y"], "c": ["x"], "d": ["y", "z"]})
     assert list(drawn) == ["a", "d"]
+
+
+def paired(mean: float, seeds: int, half_width: float) -> dict:
+    """A paired statistic as the report's summary holds it: both 95 % intervals mean ± half_width."""
+    interval = [mean - half_width, mean + half_width]
+    return {"mean": mean, "seeds": list(range(seeds)), "ci95": interval, "t_ci95": interval}
+
+
+def claims_summary(rows: dict[str, int], areas: dict[str, dict], speedups: dict[str, dict] | None = None) -> dict:
+    """A report summary with the given rows (name -> seeds), ln-FD area comparisons and speed-ups to the reference."""
+    return {"rows": {name: {"seeds": list(range(n))} for name, n in rows.items()},
+            "comparisons": {key: {"ln_fd_area_minutes": c, "ln_fd_area_kimg": None, "final_fd": None}
+                            for key, c in areas.items()},
+            "speedups": {row: {"wallclock": {"ln_speedup": c}, "images": {"ln_speedup": None}}
+                         for row, c in (speedups or {}).items()},
+            "paper_speedups": {}}
+
+
+def test_claims_decide_each_early_call_again_at_the_horizon():
+    """holds / reverses / vanishes / appears / still ties at ≥ 8 horizon seeds, open below, not run without rows;
+    an endpoint the early phase had < 8 seeds for is not a call; speed-ups: higher is better."""
+    from benchmarks.ttq import claims
+
+    ref = ttq_rows.REFERENCE_ROW
+    names = ["maskdit_min_snr", "maskdit_speed", "dit_edm", "maskdit_edm2_pixel", "dit_tread", "maskdit_tread"]
+    early = claims_summary({ref: 8, **{n: 8 for n in names}, "maskdit_tread": 3}, {
+        f"maskdit_min_snr vs {ref}": paired(-0.05, 8, 0.01),  # better
+        f"maskdit_speed vs {ref}": paired(+0.03, 8, 0.01),  # worse
+        f"dit_edm vs {ref}": paired(+0.01, 8, 0.02),  # tie
+        f"maskdit_edm2_pixel vs {ref}": paired(+0.06, 8, 0.01),  # worse, not run at the horizon
+        f"dit_tread vs {ref}": paired(-0.04, 8, 0.01),  # better, open at the horizon
+        f"maskdit_tread vs {ref}": paired(-0.02, 3, 0.01)},  # 3 seeds: no call
+        speedups={"maskdit_min_snr": paired(np.log(1.3), 8, 0.1)})  # faster
+    horizon = claims_summary({ref: 8, "maskdit_min_snr": 8, "maskdit_speed": 8, "dit_edm": 8, "dit_tread": 2}, {
+        f"maskdit_min_snr vs {ref}": paired(+0.004, 8, 0.01),  # -> tie: vanishes
+        f"maskdit_speed vs {ref}": paired(-0.03, 8, 0.01),  # -> better: reverses
+        f"dit_edm vs {ref}": paired(-0.04, 8, 0.01),  # -> better: appears
+        f"dit_tread vs {ref}": paired(+0.02, 2, 0.5)},  # 2 seeds: open, worse so far
+        speedups={"maskdit_min_snr": paired(np.log(1.5), 8, 0.2)})  # still faster: holds
+    rows, counts = claims.claims_rows(early, horizon)
+    by_label = {r[0].split(" vs ")[0]: r for r in rows}
+    label = lambda name: ttq_rows.ROWS[name].label  # noqa: E731
+    assert by_label[label("maskdit_min_snr")][2] == "better -0.050 → +0.004: **vanishes (tie)**"
+    assert by_label[label("maskdit_min_snr")][5] == "better 1.30× → 1.50×: **holds**"
+    assert by_label[label("maskdit_speed")][2] == "worse +0.030 → -0.030: **reverses (better)**"
+    assert by_label[label("dit_edm")][2] == "tie +0.010 → -0.040: **appears (better)**"
+    assert by_label[label("maskdit_edm2_pixel")][2] == "worse +0.060 → not run"
+    assert by_label[label("dit_tread")][2] == "better -0.040 → +0.020: open (2 seeds, worse so far)"
+    assert by_label[label("dit_tread")][1] == "2/8"
+    assert label("maskdit_tread") not in by_label  # the early phase never decided it
+    assert counts == {"vanishes": 1, "holds": 1, "reverses": 1, "appears": 1, "not run": 1, "open": 1}
+    text = claims.claims_markdown(early, horizon, "early", "late")
+    assert "1 holds, 1 reverses, 1 vanishes, 1 appears, 1 open, 1 not run" in text
+    assert claims.verdict("tie", "tie") == "still ties"

@@ -5,18 +5,19 @@
   python -m benchmarks.ttq report --readme README.md docs/benchmarks/ttq/README.md  # tables, plot, README
   python -m benchmarks.ttq eval-noise --rows maskdit_min_snr maskdit_edm --seeds 0 1 --replicates 4  # eval noise
   python -m benchmarks.ttq sample-range --rows unet_ddpm --seeds 0  # pixel range of raw samples
+  python -m benchmarks.ttq claims --readme docs/benchmarks/ttq/README.md  # early-phase calls at the horizon
 
 `python -m benchmarks.ttq <command> --help` for each command's options. The parts: protocol.py (the protocol, run,
-throughput), rows.py, endpoints.py, report.py, eval_noise.py, sample_range.py; statistics in benchmarks/stats.py.
+throughput), rows.py, endpoints.py, report.py, claims.py, eval_noise.py, sample_range.py; statistics in benchmarks/stats.py.
 """
 
 from benchmarks.entry import dispatch
-from benchmarks.ttq import eval_noise, protocol, sample_range
+from benchmarks.ttq import claims, eval_noise, protocol, sample_range
 
 # run / throughput / report share the protocol's parser (its first positional is the command)
 PROTOCOL_COMMANDS = ("run", "throughput", "report")
 COMMANDS = {**{name: (lambda rest, name=name: protocol.main([name, *rest])) for name in PROTOCOL_COMMANDS},
-            "eval-noise": eval_noise.main, "sample-range": sample_range.main}
+            "eval-noise": eval_noise.main, "sample-range": sample_range.main, "claims": claims.main}
 
 
 def main(argv: list[str] | None = None) -> None:
