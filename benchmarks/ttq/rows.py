@@ -91,7 +91,8 @@ CLAIM_PAIRS = (("dit_speed", "dit_ddpm"), ("dit_min_snr", "dit_ddpm"), ("dit_tre
                ("dit_dispersive", "dit_edm"), ("maskdit_min_snr_dispersive", "maskdit_min_snr"),
                ("dit_sra", "dit_edm"), ("maskdit_min_snr_sra", "maskdit_min_snr"), ("maskdit_sra", "maskdit_dispersive"))
 # the rows of the README's short table: the reference, the claims that resolved, and the papers' own claims
-SUMMARY_ROWS = ("maskdit_edm", "maskdit_min_snr", "maskdit_min_snr_importance", "dit_edm", "dit_min_snr", "dit_tread")
+SUMMARY_ROWS = ("maskdit_edm", "maskdit_min_snr", "maskdit_min_snr_importance", "maskdit_speed", "dit_edm", "dit_min_snr",
+                "dit_tread")
 # the plot's panels (small multiples, ≤ 6 lines each): one family of rows per column
 PLOT_FAMILIES = {
     "MaskDiT: noise-level strategies": ("maskdit_edm", "maskdit_speed", "maskdit_min_snr", "maskdit_min_snr_uniform",
