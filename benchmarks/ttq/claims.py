@@ -59,16 +59,14 @@ def endpoint_stats(summary: dict, key: str) -> dict[str, dict | None]:
             "speedup_images": to_reference.get("images", {}).get("ln_speedup") or paper.get("ln_speedup")}
 
 
+def leaning(c: dict, endpoint: Endpoint) -> str:
+    """The direction of a mean difference: better or worse for the row."""
+    return "better" if (c["mean"] < 0) == endpoint.lower_is_better else "worse"
+
+
 def call(c: dict, endpoint: Endpoint) -> str:
     """better / worse (a result by the README's rule) or tie, for a comparison with ≥ LEAST_SEEDS seeds."""
-    if not resolved(c, LEAST_SEEDS):
-        return "tie"
-    return "better" if (c["mean"] < 0) == endpoint.lower_is_better else "worse"
-
-
-def leaning(c: dict, endpoint: Endpoint) -> str:
-    """The direction of a mean that is not a call yet."""
-    return "better" if (c["mean"] < 0) == endpoint.lower_is_better else "worse"
+    return leaning(c, endpoint) if resolved(c, LEAST_SEEDS) else "tie"
 
 
 def verdict(early: str, horizon: str) -> str:
