@@ -79,7 +79,10 @@ def paired_comparison(row: dict[int, float], ref: dict[int, float]) -> dict | No
             "wilcoxon_p": wilcoxon_p(diffs), "p_improvement": probability_of_improvement(diffs)}
 
 
-def resolved(c: dict | None, least_seeds: int = 8) -> bool:
+LEAST_SEEDS = 8  # the fewest paired seeds a result may rest on (issue #12)
+
+
+def resolved(c: dict | None, least_seeds: int = LEAST_SEEDS) -> bool:
     """The README's rule for calling a paired difference a result: at least `least_seeds` seeds (issue #12), and
     both the bootstrap and the t interval exclude zero on the same side."""
     if c is None or len(c["seeds"]) < least_seeds:

@@ -13,6 +13,7 @@ from conftest import REPO, run_cli
 
 from benchmarks import stats as paired_stats
 from benchmarks.fmnist_recipes import README_V2, RECIPES
+from benchmarks.ttq import claims as ttq_claims
 from benchmarks.ttq import endpoints as ttq_endpoints
 from benchmarks.ttq import protocol as ttq
 from benchmarks.ttq import report as ttq_report
@@ -461,8 +462,6 @@ def claims_summary(rows: dict[str, int], areas: dict[str, dict], speedups: dict[
 def test_claims_decide_each_early_call_again_at_the_horizon():
     """holds / reverses / vanishes / appears / still ties at ≥ 8 horizon seeds, open below, not run without rows;
     an endpoint the early phase had < 8 seeds for is not a call; speed-ups: higher is better."""
-    from benchmarks.ttq import claims
-
     ref = ttq_rows.REFERENCE_ROW
     names = ["maskdit_min_snr", "maskdit_speed", "dit_edm", "maskdit_edm2_pixel", "dit_tread", "maskdit_tread"]
     early = claims_summary({ref: 8, **{n: 8 for n in names}, "maskdit_tread": 3}, {
@@ -479,7 +478,7 @@ def test_claims_decide_each_early_call_again_at_the_horizon():
         f"dit_edm vs {ref}": paired(-0.04, 8, 0.01),  # -> better: appears
         f"dit_tread vs {ref}": paired(+0.02, 2, 0.5)},  # 2 seeds: open, worse so far
         speedups={"maskdit_min_snr": paired(np.log(1.5), 8, 0.2)})  # still faster: holds
-    rows, counts = claims.claims_rows(early, horizon)
+    rows, counts = ttq_claims.claims_rows(early, horizon)
     by_label = {r[0].split(" vs ")[0]: r for r in rows}
     label = lambda name: ttq_rows.ROWS[name].label  # noqa: E731
     assert by_label[label("maskdit_min_snr")][2] == "better -0.050 → +0.004: **vanishes (tie)**"
@@ -491,6 +490,6 @@ def test_claims_decide_each_early_call_again_at_the_horizon():
     assert by_label[label("dit_tread")][1] == "2/8"
     assert label("maskdit_tread") not in by_label  # the early phase never decided it
     assert counts == {"vanishes": 1, "holds": 1, "reverses": 1, "appears": 1, "not run": 1, "open": 1}
-    text = claims.claims_markdown(early, horizon, "early", "late")
+    text = ttq_claims.claims_markdown(early, horizon, "early", "late")
     assert "1 holds, 1 reverses, 1 vanishes, 1 appears, 1 open, 1 not run" in text
-    assert claims.verdict("tie", "tie") == "still ties"
+    assert ttq_claims.verdict("tie", "tie") == "still ties"

@@ -18,13 +18,12 @@ import numpy as np
 
 from benchmarks import REPO
 from benchmarks.markdown import markers, replace_sections, table
-from benchmarks.stats import resolved
+from benchmarks.stats import LEAST_SEEDS, resolved
 from benchmarks.ttq.report import build_summary
 from benchmarks.ttq.rows import REFERENCE_ROW, ROWS
 
 EARLY = "fashion-mnist-6.144kimg-6pts-n150-heun8-t1"
 HORIZON = "fashion-mnist-readme-v2-112kimg-8pts-geo-n500-heun40-churn20-t1"
-LEAST_SEEDS = 8  # the README's rule for a call (benchmarks.stats.resolved)
 SECTION = markers("ttq-claims")
 
 
@@ -66,7 +65,7 @@ def leaning(c: dict, endpoint: Endpoint) -> str:
 
 def call(c: dict, endpoint: Endpoint) -> str:
     """better / worse (a result by the README's rule) or tie, for a comparison with ≥ LEAST_SEEDS seeds."""
-    return leaning(c, endpoint) if resolved(c, LEAST_SEEDS) else "tie"
+    return leaning(c, endpoint) if resolved(c) else "tie"
 
 
 def verdict(early: str, horizon: str) -> str:
@@ -97,7 +96,7 @@ def cell(early: dict | None, horizon: dict | None, endpoint: Endpoint, horizon_r
     if n < LEAST_SEEDS:
         return f"{head} → {value(horizon, endpoint)}: open ({n} seeds, {leaning(horizon, endpoint)} so far)", "open"
     word = verdict(before, call(horizon, endpoint))
-    return f"{head} → {value(horizon, endpoint)}: **{word}**", word.split()[0]
+    return f"{head} → {value(horizon, endpoint)}: **{word}**", word.split(" (")[0]
 
 
 def claims_rows(early: dict, horizon: dict) -> tuple[list[list[str]], dict[str, int]]:
@@ -121,8 +120,8 @@ def claims_rows(early: dict, horizon: dict) -> tuple[list[list[str]], dict[str, 
 
 def claims_markdown(early: dict, horizon: dict, early_tag: str, horizon_tag: str) -> str:
     rows, counts = claims_rows(early, horizon)
-    order = ["holds", "reverses", "vanishes", "still", "appears", "open", "not run"]
-    tally = ", ".join(f"{counts[w]} {'still tie' if w == 'still' else w}" for w in order if w in counts)
+    order = ["holds", "reverses", "vanishes", "still ties", "appears", "open", "not run"]
+    tally = ", ".join(f"{counts[w]} {w}" for w in order if w in counts)
     head = (f"Every comparison the early phase (`{early_tag}`) decided with ≥ {LEAST_SEEDS} paired seeds, against "
             f"the same comparison at the horizon (`{horizon_tag}`). A cell: the early call and its mean → the "
             f"horizon's mean and verdict. better / worse: both 95 % intervals (bootstrap and t) exclude zero with "
