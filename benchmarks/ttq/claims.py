@@ -94,7 +94,8 @@ def cell(early: dict | None, horizon: dict | None, endpoint: Endpoint, horizon_r
         return f"{head} → {'no paired value yet' if horizon_runs else 'not run'}", status
     n = len(horizon["seeds"])
     if n < LEAST_SEEDS:
-        return f"{head} → {value(horizon, endpoint)}: open ({n} seeds, {leaning(horizon, endpoint)} so far)", "open"
+        seeds = "1 seed" if n == 1 else f"{n} seeds"
+        return f"{head} → {value(horizon, endpoint)}: open ({seeds}, {leaning(horizon, endpoint)} so far)", "open"
     word = verdict(before, call(horizon, endpoint))
     return f"{head} → {value(horizon, endpoint)}: **{word}**", word.split(" (")[0]
 
